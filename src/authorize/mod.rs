@@ -1,0 +1,186 @@
+//! The [`Authorizer`] trait: who may do what, decided per request from the verified identity.
+//!
+//! An authorizer sees the [`Principal`], the [`ConnectionInfo`] and the request's method, URI
+//! and headers, and returns a [`Decision`]. Closures implement the trait, returning either a
+//! `Decision` (synchronous: no allocation, no boxing) or a future of one (asynchronous: a
+//! permission-store lookup).
+//!
+//! ```
+//! use tower_mtls::{AuthContext, Decision, MtlsAuthLayer};
+//!
+//! // Synchronous: admins may do anything, others may only read.
+//! let layer = MtlsAuthLayer::new(tower_mtls::authorize_fn(|ctx: &AuthContext<'_>| {
+//!     if ctx.principal().organizational_units().any(|ou| ou == "admins") {
+//!         Decision::allow("admin")
+//!     } else if ctx.method() == http::Method::GET {
+//!         Decision::allow("read-only")
+//!     } else {
+//!         Decision::deny("writes need OU=admins")
+//!     }
+//! }));
+//!
+//! // Asynchronous: copy what the lookup needs out of the context, then await.
+//! let store_layer = MtlsAuthLayer::new(tower_mtls::authorize_fn(|ctx: &AuthContext<'_>| {
+//!     let fingerprint = *ctx.principal().fingerprint_sha256();
+//!     async move {
+//!         let allowed = lookup(fingerprint).await;
+//!         if allowed { Decision::allow("in store") } else { Decision::deny("not in store") }
+//!     }
+//! }));
+//! # async fn lookup(_: [u8; 32]) -> bool { true }
+//! ```
+
+use std::borrow::Cow;
+use std::future::{Future, IntoFuture, Ready, ready};
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::connection::ConnectionInfo;
+use crate::principal::Principal;
+
+/// What an [`Authorizer`] sees of one request.
+#[derive(Debug)]
+pub struct AuthContext<'a> {
+    pub(crate) principal: &'a Principal,
+    pub(crate) connection: &'a ConnectionInfo,
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> AuthContext<'a> {
+    /// The verified client identity.
+    pub fn principal(&self) -> &'a Principal {
+        self.principal
+    }
+    /// The TLS connection the request arrived on.
+    pub fn connection(&self) -> &'a ConnectionInfo {
+        self.connection
+    }
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+    /// The request URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+    /// The request path (for gRPC: `/package.Service/Method`).
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+    /// The request headers. Never identity: use them for request properties only.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+}
+
+/// The verdict of an [`Authorizer`], with a reason for the logs (never sent to the client).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The request may proceed.
+    Allow {
+        /// Why, for logs and `explain`.
+        reason: Cow<'static, str>,
+    },
+    /// The request is refused with 403 / `PERMISSION_DENIED`.
+    Deny {
+        /// Why, for logs and `explain`.
+        reason: Cow<'static, str>,
+    },
+}
+
+impl Decision {
+    /// Allow, with a reason. A `&'static str` reason costs no allocation.
+    pub fn allow(reason: impl Into<Cow<'static, str>>) -> Self {
+        Decision::Allow {
+            reason: reason.into(),
+        }
+    }
+
+    /// Deny, with a reason.
+    pub fn deny(reason: impl Into<Cow<'static, str>>) -> Self {
+        Decision::Deny {
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this is [`Decision::Allow`].
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Allow { reason } | Decision::Deny { reason } => reason,
+        }
+    }
+}
+
+impl IntoFuture for Decision {
+    type Output = Decision;
+    type IntoFuture = Ready<Decision>;
+    fn into_future(self) -> Self::IntoFuture {
+        ready(self)
+    }
+}
+
+/// Decides whether a verified client may make a request.
+///
+/// Implemented by closures `Fn(&AuthContext<'_>) -> R` where `R` is a [`Decision`] or a future
+/// of one (see [`authorize_fn`] for type inference), by [`AllowAnyVerified`], and by `Arc`s of
+/// authorizers.
+pub trait Authorizer {
+    /// The future of the decision; `std::future::Ready<Decision>` for synchronous authorizers.
+    type Future: Future<Output = Decision>;
+
+    /// Decides for one request. Asynchronous authorizers copy what they need from `ctx`
+    /// before awaiting.
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future;
+}
+
+impl<F, R> Authorizer for F
+where
+    F: Fn(&AuthContext<'_>) -> R,
+    R: IntoFuture<Output = Decision>,
+{
+    type Future = R::IntoFuture;
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
+        self(ctx).into_future()
+    }
+}
+
+impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
+    type Future = A::Future;
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
+        (**self).authorize(ctx)
+    }
+}
+
+/// Helps the compiler see a closure as an [`Authorizer`] without annotating its argument.
+pub fn authorize_fn<F, R>(f: F) -> F
+where
+    F: Fn(&AuthContext<'_>) -> R,
+    R: IntoFuture<Output = Decision>,
+{
+    f
+}
+
+/// Allows every client whose certificate verified. There is no default authorizer: choosing
+/// this one is the explicit statement that any certificate from your CAs may do anything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAnyVerified;
+
+impl Authorizer for AllowAnyVerified {
+    type Future = Ready<Decision>;
+    fn authorize(&self, _ctx: &AuthContext<'_>) -> Self::Future {
+        ready(Decision::allow("any verified client"))
+    }
+}
+
+/// Shorthand for [`AllowAnyVerified`].
+pub fn allow_any_verified() -> AllowAnyVerified {
+    AllowAnyVerified
+}

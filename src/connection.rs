@@ -1,0 +1,128 @@
+//! [`ConnectionInfo`]: what the TLS handshake established, built once per connection.
+//!
+//! Every request of a connection carries the same `ConnectionInfo` in its extensions (an `Arc`
+//! clone); [`MtlsAuthLayer`](crate::MtlsAuthLayer) reads it from there, on every stack.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
+
+use crate::principal::{Principal, PrincipalError};
+
+/// The facts of one TLS connection, shared by all its requests. Cloning is an `Arc` clone.
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    inner: Arc<Details>,
+}
+
+struct Details {
+    peer_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    protocol_version: Option<ProtocolVersion>,
+    cipher_suite: Option<CipherSuite>,
+    alpn_protocol: Option<Vec<u8>>,
+    server_name: Option<String>,
+    handshake_kind: Option<HandshakeKind>,
+    principal: Option<Principal>,
+}
+
+/// The verified peer chain of a finished handshake: the one place that names rustls's accessor
+/// (renamed in rustls 0.24).
+pub(crate) fn peer_chain<'a>(conn: &'a ServerConnection) -> Option<&'a [CertificateDer<'static>]> {
+    conn.peer_certificates().filter(|chain| !chain.is_empty())
+}
+
+impl ConnectionInfo {
+    /// Reads a finished server connection. Must only be called after the handshake completed:
+    /// before that rustls has verified nothing.
+    pub(crate) fn from_connection(
+        conn: &ServerConnection,
+        peer_addr: SocketAddr,
+        local_addr: Option<SocketAddr>,
+    ) -> Result<Self, PrincipalError> {
+        let principal = peer_chain(conn)
+            .map(Principal::from_verified_chain)
+            .transpose()?;
+        Ok(ConnectionInfo {
+            inner: Arc::new(Details {
+                peer_addr,
+                local_addr,
+                protocol_version: conn.protocol_version(),
+                cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+                alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
+                server_name: conn.server_name().map(str::to_owned),
+                handshake_kind: conn.handshake_kind(),
+                principal,
+            }),
+        })
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// The server's address of this connection, when known.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The negotiated TLS version.
+    pub fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version
+    }
+
+    /// The negotiated cipher suite.
+    pub fn cipher_suite(&self) -> Option<CipherSuite> {
+        self.inner.cipher_suite
+    }
+
+    /// The negotiated ALPN protocol (`h2`, `http/1.1`), if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.inner.alpn_protocol.as_deref()
+    }
+
+    /// The SNI host name the client asked for, if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.inner.server_name.as_deref()
+    }
+
+    /// Full handshake, full with HelloRetryRequest, or resumed.
+    pub fn handshake_kind(&self) -> Option<HandshakeKind> {
+        self.inner.handshake_kind
+    }
+
+    /// Whether the session was resumed (its client chain was then re-verified by
+    /// [`MtlsAcceptor`](crate::MtlsAcceptor) against the current trust settings).
+    pub fn is_resumed(&self) -> bool {
+        self.inner.handshake_kind == Some(HandshakeKind::Resumed)
+    }
+
+    /// The verified client identity; `None` when the client sent no certificate (possible only
+    /// with [`ClientAuth::Optional`](crate::ClientAuth::Optional)).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.inner.principal.as_ref()
+    }
+}
+
+impl fmt::Debug for ConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &*self.inner;
+        f.debug_struct("ConnectionInfo")
+            .field("peer_addr", &d.peer_addr)
+            .field("local_addr", &d.local_addr)
+            .field("protocol_version", &d.protocol_version)
+            .field("cipher_suite", &d.cipher_suite)
+            .field(
+                "alpn_protocol",
+                &d.alpn_protocol.as_deref().map(String::from_utf8_lossy),
+            )
+            .field("server_name", &d.server_name)
+            .field("handshake_kind", &d.handshake_kind)
+            .field("principal", &d.principal)
+            .finish()
+    }
+}

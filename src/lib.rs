@@ -1,0 +1,84 @@
+//! Identity and authorization from mutual TLS for tower services.
+//!
+//! `tower-mtls` takes the client certificate chain that rustls has **verified** during the
+//! handshake, parses it once per connection into a [`Principal`], attaches it (inside a
+//! [`ConnectionInfo`]) to every request of that connection, and lets [`MtlsAuthLayer`] answer
+//! 401 when there is no verified identity and 403 when your [`Authorizer`] says no. Request
+//! headers are never identity.
+//!
+//! ```no_run
+//! # #[cfg(feature = "hyper")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::ServiceBuilder;
+//! use tower_mtls::{AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, Principal};
+//!
+//! let tls = MtlsConfig::builder()
+//!     .server_cert_pem_file("server.pem")
+//!     .server_key_pem_file("server.key")
+//!     .client_ca_pem_file("clients-ca.pem")
+//!     .build()?;
+//!
+//! let admins_only = tower_mtls::authorize_fn(|ctx: &AuthContext<'_>| {
+//!     if ctx.principal().organizational_units().any(|ou| ou == "admins") {
+//!         Decision::allow("OU=admins")
+//!     } else {
+//!         Decision::deny("not an admin")
+//!     }
+//! });
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(MtlsAuthLayer::new(admins_only))
+//!     .service_fn(|req: Request<hyper::body::Incoming>| async move {
+//!         let principal = req.extensions().get::<Principal>().cloned();
+//!         let name = principal.as_ref().and_then(|p| p.common_name()).unwrap_or("?").to_owned();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("hello {name}")))))
+//!     });
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! tower_mtls::hyper::serve(listener, MtlsAcceptor::new(tls), service).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crypto provider
+//! Every rustls object is built with an explicit provider ([`crypto_provider`]): aws-lc-rs
+//! (feature `aws-lc-rs`, default) or ring (feature `ring`); aws-lc-rs wins when both are on.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!("tower-mtls needs a crypto provider: enable the `aws-lc-rs` or the `ring` feature");
+
+mod acceptor;
+pub mod authorize;
+pub mod config;
+mod connection;
+#[cfg(feature = "hyper")]
+pub mod hyper;
+pub mod layer;
+pub mod name;
+mod principal;
+pub mod reject;
+pub mod spiffe;
+
+pub use acceptor::{AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, MtlsAcceptor};
+pub use authorize::{
+    AllowAnyVerified, AuthContext, Authorizer, Decision, allow_any_verified, authorize_fn,
+};
+pub use config::{
+    ClientAuth, ConfigError, MtlsConfig, MtlsConfigBuilder, RevocationScope, TlsVersions,
+    UnknownRevocation, crypto_provider,
+};
+pub use connection::ConnectionInfo;
+pub use layer::{MtlsAuth, MtlsAuthLayer, ResponseFuture};
+pub use name::DistinguishedName;
+pub use principal::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
+pub use reject::{Rejection, RejectionFormat};
+pub use spiffe::{SpiffeId, SpiffeIdError};
+
+/// The rustls types that appear in this crate's API.
+pub use rustls;
