@@ -209,7 +209,8 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
                 Some(webpki::Error::CaUsedAsEndEntity) => HandshakeFailure::CaUsedAsLeaf,
                 #[allow(deprecated)]
                 Some(
-                    webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_),
+                    webpki::Error::RequiredEkuNotFound
+                    | webpki::Error::RequiredEkuNotFoundContext(_),
                 ) => HandshakeFailure::BadKeyUsage,
                 _ => HandshakeFailure::BadCertificate,
             },
@@ -344,9 +345,9 @@ impl MtlsAcceptor {
         let Some(verifier) = &self.verifier else {
             // Resumption is disabled when there is no verifier; a resumed session here means
             // the configuration was changed behind our back. Refuse rather than trust it.
-            return Err(AcceptError::ResumedCertificateRejected(rustls::Error::General(
-                "session resumption without a verifier".into(),
-            )));
+            return Err(AcceptError::ResumedCertificateRejected(
+                rustls::Error::General("session resumption without a verifier".into()),
+            ));
         };
         verifier
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())

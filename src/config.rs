@@ -283,7 +283,8 @@ impl MtlsConfigBuilder {
 
     /// A bundle of client CA certificates as PEM bytes. Call again to add more.
     pub fn client_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.client_cas.push(Source::Pem("client CA bundle", pem.into()));
+        self.client_cas
+            .push(Source::Pem("client CA bundle", pem.into()));
         self
     }
 
@@ -519,11 +520,7 @@ fn parse_cert<'a>(
     }
 }
 
-fn check_is_ca(
-    origin: &Origin,
-    index: usize,
-    der: &CertificateDer<'_>,
-) -> Result<(), ConfigError> {
+fn check_is_ca(origin: &Origin, index: usize, der: &CertificateDer<'_>) -> Result<(), ConfigError> {
     let cert = parse_cert(origin, index, der)?;
     if cert.is_ca() {
         Ok(())

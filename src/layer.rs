@@ -147,8 +147,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let connection = connection_of(&req);
-        let Some((connection, principal)) =
-            connection.and_then(|c| c.principal().map(|p| (c, p)))
+        let Some((connection, principal)) = connection.and_then(|c| c.principal().map(|p| (c, p)))
         else {
             let reason = if connection.is_some() {
                 "no client certificate"
@@ -156,7 +155,7 @@ where
                 "no TLS connection info on the request"
             };
             tracing::warn!(
-                peer = ?connection.map(ConnectionInfo::peer_addr),
+                peer = %OptionalPeer(connection.map(ConnectionInfo::peer_addr)),
                 status = 401,
                 reason,
                 method = %req.method(),
@@ -196,6 +195,17 @@ where
                     responder: self.responder.clone(),
                 }),
             },
+        }
+    }
+}
+
+struct OptionalPeer(Option<SocketAddr>);
+
+impl std::fmt::Display for OptionalPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
         }
     }
 }

@@ -195,8 +195,12 @@ fn decode_utf16be(data: &[u8]) -> Option<String> {
     if data.len() % 2 != 0 {
         return None;
     }
-    let units = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-    char::decode_utf16(units).collect::<Result<String, _>>().ok()
+    let units = data
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]));
+    char::decode_utf16(units)
+        .collect::<Result<String, _>>()
+        .ok()
 }
 
 fn decode_utf32be(data: &[u8]) -> Option<String> {
@@ -298,7 +302,10 @@ mod tests {
         let dn = name(vec![vec![utf8(OID_COMMON_NAME, r#"a,b+c"d\e;f<g>h"#)]]);
         assert_eq!(dn.as_rfc4514(), r#"CN=a\,b\+c\"d\\e\;f\<g\>h"#);
         // the comma stays inside the one CN value
-        assert_eq!(dn.common_names().collect::<Vec<_>>(), [r#"a,b+c"d\e;f<g>h"#]);
+        assert_eq!(
+            dn.common_names().collect::<Vec<_>>(),
+            [r#"a,b+c"d\e;f<g>h"#]
+        );
         assert_eq!(dn.rdns().len(), 1);
     }
 
@@ -342,7 +349,11 @@ mod tests {
             .chars()
             .flat_map(|c| (c as u32).to_be_bytes())
             .collect();
-        let dn = name(vec![vec![attr(OID_COMMON_NAME, Tag::UniversalString, &ucs4)]]);
+        let dn = name(vec![vec![attr(
+            OID_COMMON_NAME,
+            Tag::UniversalString,
+            &ucs4,
+        )]]);
         assert_eq!(dn.as_rfc4514(), "CN=日本");
     }
 
@@ -350,7 +361,10 @@ mod tests {
     fn multi_valued_rdn_and_several_cns() {
         let dn = name(vec![
             vec![utf8(OID_ORGANIZATION, "Example")],
-            vec![utf8(OID_COMMON_NAME, "a"), utf8("0.9.2342.19200300.100.1.1", "42")],
+            vec![
+                utf8(OID_COMMON_NAME, "a"),
+                utf8("0.9.2342.19200300.100.1.1", "42"),
+            ],
             vec![utf8(OID_COMMON_NAME, "b")],
         ]);
         assert_eq!(dn.as_rfc4514(), "CN=b,CN=a+UID=42,O=Example");
@@ -382,7 +396,11 @@ mod tests {
 
     #[test]
     fn invalid_bmp_string_falls_back_to_der() {
-        let dn = name(vec![vec![attr(OID_COMMON_NAME, Tag::BmpString, &[0xd8, 0x00])]]);
+        let dn = name(vec![vec![attr(
+            OID_COMMON_NAME,
+            Tag::BmpString,
+            &[0xd8, 0x00],
+        )]]);
         assert_eq!(dn.as_rfc4514(), "CN=#1e02d800");
         assert_eq!(dn.common_names().count(), 0);
     }

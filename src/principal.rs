@@ -442,7 +442,9 @@ mod tests {
             Some("spiffe://example.org/a".into())
         );
         assert!(spiffe_id_of(&[dns]).is_none());
-        assert!(spiffe_id_of(&[uri("spiffe://example.org/a"), uri("spiffe://example.org/b")]).is_none());
+        assert!(
+            spiffe_id_of(&[uri("spiffe://example.org/a"), uri("spiffe://example.org/b")]).is_none()
+        );
         assert!(spiffe_id_of(&[uri("spiffe://Example.org/a")]).is_none());
     }
 

@@ -130,7 +130,10 @@ pub fn grpc_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
         HeaderValue::from(u16::from(rejection.grpc_code())),
     );
     // The messages are plain ASCII without '%', so they need no percent-encoding.
-    headers.insert("grpc-message", HeaderValue::from_static(rejection.message()));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static(rejection.message()),
+    );
     response
 }
 

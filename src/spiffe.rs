@@ -57,10 +57,14 @@ pub enum SpiffeIdError {
     #[error("SPIFFE trust domain is {0} bytes long; at most 255 are allowed")]
     TrustDomainTooLong(usize),
     /// A character outside `[a-z0-9._-]` in the trust domain (uppercase, `:`, `@`, ...).
-    #[error("SPIFFE trust domain contains {0:?}; only lowercase letters, digits, '.', '-' and '_' are allowed")]
+    #[error(
+        "SPIFFE trust domain contains {0:?}; only lowercase letters, digits, '.', '-' and '_' are allowed"
+    )]
     BadTrustDomainChar(char),
     /// A character outside `[A-Za-z0-9._-]` in the path (`?`, `#`, `%`, ...).
-    #[error("SPIFFE ID path contains {0:?}; only letters, digits, '.', '-' and '_' are allowed in segments")]
+    #[error(
+        "SPIFFE ID path contains {0:?}; only letters, digits, '.', '-' and '_' are allowed in segments"
+    )]
     BadPathChar(char),
     /// `//` in the path.
     #[error("SPIFFE ID path has an empty segment")]
