@@ -491,7 +491,7 @@ fn webpki_crl_check(
 ) -> Result<(), ConfigError> {
     use x509_parser::revocation_list::CertificateRevocationList;
     match CertificateRevocationList::from_der(crl.as_ref()) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         Ok(_) => Err(ConfigError::BadCrl {
             origin: origin.clone(),
             reason: format!("CRL #{index} has trailing data"),
@@ -514,7 +514,7 @@ fn parse_cert<'a>(
         reason,
     };
     match X509Certificate::from_der(der.as_ref()) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(bad("trailing data after the certificate".into())),
         Err(e) => Err(bad(e.to_string())),
     }

@@ -31,7 +31,7 @@ struct Details {
 
 /// The verified peer chain of a finished handshake: the one place that names rustls's accessor
 /// (renamed in rustls 0.24).
-pub(crate) fn peer_chain<'a>(conn: &'a ServerConnection) -> Option<&'a [CertificateDer<'static>]> {
+pub(crate) fn peer_chain(conn: &ServerConnection) -> Option<&[CertificateDer<'static>]> {
     conn.peer_certificates().filter(|chain| !chain.is_empty())
 }
 

@@ -82,3 +82,7 @@ pub use spiffe::{SpiffeId, SpiffeIdError};
 
 /// The rustls types that appear in this crate's API.
 pub use rustls;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -146,9 +146,9 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
     if path.is_empty() {
         return Ok(());
     }
-    if path.ends_with('/') {
-        // `/` alone and `/a/` are both a trailing slash; `//` is caught below first.
-        if path.len() > 1 && path[..path.len() - 1].ends_with('/') {
+    if let Some(rest) = path.strip_suffix('/') {
+        // `/` alone and `/a/` are a trailing slash; `/a//` is an empty segment first.
+        if rest.ends_with('/') {
             return Err(SpiffeIdError::EmptySegment);
         }
         return Err(SpiffeIdError::TrailingSlash);

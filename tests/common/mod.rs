@@ -1,0 +1,127 @@
+//! Shared test setup: a real mTLS server on 127.0.0.1 and real hyper clients.
+#![allow(dead_code)]
+
+#[path = "../../examples/support/client.rs"]
+pub mod client;
+#[path = "../../examples/support/pki.rs"]
+pub mod pki;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use rustls::ClientConfig;
+use tower_mtls::{ClientAuth, MtlsAcceptor, MtlsConfig, Principal};
+
+pub use client::{BoxError, Reply};
+
+/// A CA, a server certificate and helpers to make clients of that CA.
+pub struct Setup {
+    pub ca: pki::Ca,
+    pub server: pki::Identity,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        let ca = pki::Ca::root("test CA");
+        let server = ca.server();
+        Setup { ca, server }
+    }
+
+    pub fn config(&self, mode: ClientAuth) -> MtlsConfig {
+        MtlsConfig::builder()
+            .server_cert_pem(self.server.chain_pem())
+            .server_key_pem(self.server.key_pem.clone())
+            .client_ca_pem(self.ca.pem())
+            .client_auth(mode)
+            .build()
+            .expect("server config")
+    }
+
+    /// A client config presenting `identity` (or none), offering HTTP/1.1 and h2.
+    pub fn client(&self, identity: Option<&pki::Identity>) -> Arc<ClientConfig> {
+        client::client_config(
+            self.ca.der(),
+            identity.map(|id| (id.chain.clone(), id.key())),
+            &[b"h2", b"http/1.1"],
+        )
+    }
+
+    pub fn client_h1(&self, identity: Option<&pki::Identity>) -> Arc<ClientConfig> {
+        client::client_config(
+            self.ca.der(),
+            identity.map(|id| (id.chain.clone(), id.key())),
+            &[b"http/1.1"],
+        )
+    }
+}
+
+/// Starts `tower_mtls::hyper::serve` on an ephemeral loopback port.
+pub async fn start<S, B>(
+    config: MtlsConfig,
+    service: S,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let _ = tower_mtls::hyper::serve(listener, MtlsAcceptor::new(config), service).await;
+    });
+    (addr, task)
+}
+
+/// A handler that answers with the principal it sees, as JSON.
+pub async fn whoami(
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = match req.extensions().get::<Principal>() {
+        Some(p) => principal_json(p).to_string(),
+        None => "null".to_owned(),
+    };
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+pub fn principal_json(p: &Principal) -> serde_json::Value {
+    serde_json::json!({
+        "subject": p.subject().to_string(),
+        "issuer": p.issuer().to_string(),
+        "common_name": p.common_name(),
+        "organizational_units": p.organizational_units().collect::<Vec<_>>(),
+        "spiffe_id": p.spiffe_id().map(|id| id.to_string()),
+        "dns_names": p.dns_names().collect::<Vec<_>>(),
+        "uris": p.uris().collect::<Vec<_>>(),
+        "emails": p.emails().collect::<Vec<_>>(),
+        "ips": p.ip_addresses().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "serial": p.serial(),
+        "fingerprint_sha256": p.fingerprint_sha256_hex(),
+    })
+}
+
+pub fn json(reply: &Reply) -> serde_json::Value {
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", reply.body))
+}
+
+/// Installs a tracing subscriber once, so failures show the crate's events.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
