@@ -135,6 +135,19 @@ impl Ca {
         }
     }
 
+    /// Signs `params` for an existing key (to re-issue a certificate for the same key).
+    pub fn sign_with_key(
+        &self,
+        params: CertificateParams,
+        key: &KeyPair,
+    ) -> CertificateDer<'static> {
+        params
+            .signed_by(key, &self.issuer)
+            .expect("sign leaf")
+            .der()
+            .clone()
+    }
+
     /// A client certificate with `cn` and `ous`.
     pub fn client(&self, cn: &str, ous: &[&str]) -> Identity {
         self.issue(client_params(cn, ous))
