@@ -16,6 +16,7 @@ use tokio_rustls::server::TlsStream;
 use crate::config::MtlsConfig;
 use crate::connection::{ConnectionInfo, peer_chain};
 use crate::principal::PrincipalError;
+use crate::roles::RoleMapper;
 
 /// Default time a client has to complete the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +55,7 @@ pub struct MtlsAcceptor {
     // Re-verifies resumed sessions; `None` when resumption is disabled instead.
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     handshake_timeout: Duration,
+    role_mapper: Option<Arc<dyn RoleMapper>>,
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
@@ -240,6 +242,7 @@ impl MtlsAcceptor {
             acceptor: TlsAcceptor::from(config.server_config),
             verifier: Some(config.verifier),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            role_mapper: None,
         }
     }
 
@@ -256,12 +259,19 @@ impl MtlsAcceptor {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             verifier: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            role_mapper: None,
         }
     }
 
     /// How long a client has to complete the handshake (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Maps each connection's principal to [`Roles`](crate::Roles), once, at accept time.
+    pub fn role_mapper(mut self, mapper: impl RoleMapper) -> Self {
+        self.role_mapper = Some(Arc::new(mapper));
         self
     }
 
@@ -334,7 +344,12 @@ impl MtlsAcceptor {
         if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
             self.reverify_resumed(conn)?;
         }
-        let info = ConnectionInfo::from_connection(conn, peer_addr, local_addr)?;
+        let info = ConnectionInfo::from_connection(
+            conn,
+            peer_addr,
+            local_addr,
+            self.role_mapper.as_deref(),
+        )?;
         Ok((stream, info))
     }
 

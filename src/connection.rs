@@ -11,6 +11,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 
 use crate::principal::{Principal, PrincipalError};
+use crate::roles::{RoleMapper, Roles};
 
 /// The facts of one TLS connection, shared by all its requests. Cloning is an `Arc` clone.
 #[derive(Clone)]
@@ -27,6 +28,7 @@ struct Details {
     server_name: Option<String>,
     handshake_kind: Option<HandshakeKind>,
     principal: Option<Principal>,
+    roles: Roles,
 }
 
 /// The verified peer chain of a finished handshake: the one place that names rustls's accessor
@@ -42,10 +44,15 @@ impl ConnectionInfo {
         conn: &ServerConnection,
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
+        role_mapper: Option<&dyn RoleMapper>,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
             .map(Principal::from_verified_chain)
             .transpose()?;
+        let roles = match (&principal, role_mapper) {
+            (Some(p), Some(mapper)) => mapper.roles(p),
+            _ => Roles::none(),
+        };
         Ok(ConnectionInfo {
             inner: Arc::new(Details {
                 peer_addr,
@@ -56,6 +63,7 @@ impl ConnectionInfo {
                 server_name: conn.server_name().map(str::to_owned),
                 handshake_kind: conn.handshake_kind(),
                 principal,
+                roles,
             }),
         })
     }
@@ -106,6 +114,12 @@ impl ConnectionInfo {
     pub fn principal(&self) -> Option<&Principal> {
         self.inner.principal.as_ref()
     }
+
+    /// The roles the acceptor's [`RoleMapper`] gave the principal (none without a mapper or
+    /// without a principal).
+    pub fn roles(&self) -> &Roles {
+        &self.inner.roles
+    }
 }
 
 impl fmt::Debug for ConnectionInfo {
@@ -123,6 +137,7 @@ impl fmt::Debug for ConnectionInfo {
             .field("server_name", &d.server_name)
             .field("handshake_kind", &d.handshake_kind)
             .field("principal", &d.principal)
+            .field("roles", &d.roles)
             .finish()
     }
 }

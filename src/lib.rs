@@ -63,6 +63,7 @@ pub mod layer;
 pub mod name;
 mod principal;
 pub mod reject;
+pub mod roles;
 pub mod spiffe;
 
 pub use acceptor::{AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, MtlsAcceptor};
@@ -78,6 +79,7 @@ pub use layer::{MtlsAuth, MtlsAuthLayer, ResponseFuture};
 pub use name::DistinguishedName;
 pub use principal::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
 pub use reject::{Rejection, RejectionFormat};
+pub use roles::{RoleMapper, Roles};
 pub use spiffe::{SpiffeId, SpiffeIdError};
 
 /// The rustls types that appear in this crate's API.

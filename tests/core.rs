@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Setup, client, json, start, whoami};
@@ -74,15 +74,9 @@ async fn verified_client_reaches_handler_with_its_principal() {
 async fn optional_auth_without_certificate_gets_401_problem_json() {
     common::init_tracing();
     let setup = Setup::new();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
+    let (authorizer, calls) = common::counting_allow();
     let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(
-            move |_: &AuthContext<'_>| {
-                seen.fetch_add(1, Ordering::SeqCst);
-                Decision::allow("test")
-            },
-        )))
+        .layer(MtlsAuthLayer::new(authorizer))
         .service_fn(whoami);
     let (addr, _server) = start(setup.config(ClientAuth::Optional), service).await;
 
@@ -185,15 +179,9 @@ async fn certificate_from_unknown_ca_never_reaches_the_layer() {
     // Same subject name as the real CA, different key.
     let impostor_ca = common::pki::Ca::root("test CA");
     let mallory = impostor_ca.client("alice", &["admins"]);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
+    let (authorizer, calls) = common::counting_allow();
     let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(
-            move |_: &AuthContext<'_>| {
-                seen.fetch_add(1, Ordering::SeqCst);
-                Decision::allow("test")
-            },
-        )))
+        .layer(MtlsAuthLayer::new(authorizer))
         .service_fn(whoami);
     // Optional mode: a *presented* bad certificate must still fail the handshake.
     let (addr, _server) = start(setup.config(ClientAuth::Optional), service).await;
@@ -375,4 +363,42 @@ async fn connection_info_describes_the_tls_session() {
     assert_eq!(info["local"], addr.to_string());
     assert_eq!(info["resumed"], false);
     assert_eq!(info["same_principal"], true);
+}
+
+#[tokio::test]
+async fn roles_are_mapped_once_per_connection() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &["admins", "ops"]);
+    let mapped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = mapped.clone();
+    let acceptor = tower_mtls::MtlsAcceptor::new(setup.config(ClientAuth::Required)).role_mapper(
+        move |p: &tower_mtls::Principal| {
+            count.fetch_add(1, Ordering::SeqCst);
+            tower_mtls::Roles::new(p.organizational_units().map(|ou| format!("role:{ou}")))
+        },
+    );
+    let authorizer = tower_mtls::authorize_fn(|ctx: &AuthContext<'_>| {
+        if ctx.roles().contains("role:admins") {
+            Decision::allow("role:admins")
+        } else {
+            Decision::deny("needs role:admins")
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(authorizer))
+        .service_fn(whoami);
+    let (addr, _server) = common::start_acceptor(acceptor, service).await;
+    let mut conn = client::http1(addr, setup.client_h1(Some(&alice)))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let reply = client::send1(&mut conn, client::get("/")).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    assert_eq!(
+        mapped.load(Ordering::SeqCst),
+        1,
+        "one mapping per connection"
+    );
 }

@@ -58,6 +58,10 @@ impl<'a> AuthContext<'a> {
     pub fn connection(&self) -> &'a ConnectionInfo {
         self.connection
     }
+    /// The connection's roles (see [`RoleMapper`](crate::RoleMapper)).
+    pub fn roles(&self) -> &'a crate::Roles {
+        self.connection.roles()
+    }
     /// The request method.
     pub fn method(&self) -> &'a Method {
         self.method

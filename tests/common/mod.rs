@@ -75,12 +75,31 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    start_acceptor(MtlsAcceptor::new(config), service).await
+}
+
+/// Like [`start`], with an acceptor of the test's own.
+pub async fn start_acceptor<S, B>(
+    acceptor: MtlsAcceptor,
+    service: S,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
-        let _ = tower_mtls::hyper::serve(listener, MtlsAcceptor::new(config), service).await;
+        let _ = tower_mtls::hyper::serve(listener, acceptor, service).await;
     });
     (addr, task)
 }
@@ -124,4 +143,18 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// An authorizer that allows everything and counts its calls.
+pub fn counting_allow() -> (
+    impl Fn(&tower_mtls::AuthContext<'_>) -> tower_mtls::Decision + Clone,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let authorizer = move |_: &tower_mtls::AuthContext<'_>| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tower_mtls::Decision::allow("test")
+    };
+    (authorizer, calls)
 }
