@@ -19,7 +19,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
 use tower_mtls::{
-    AuthContext, ClientAuth, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, Principal,
+    AuthContext, ClientAuth, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener,
+    Principal,
 };
 
 /// `/admin` needs OU=admins; everything else is open to any verified client.
@@ -86,11 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     })
     .await?;
     let addr = listener.local_addr()?;
-    let server_task = tokio::spawn(tower_mtls::hyper::serve(
-        listener,
-        MtlsAcceptor::new(tls),
-        service,
-    ));
+    let listener = MtlsListener::from_tcp(listener, MtlsAcceptor::new(tls))?;
+    let server_task = tokio::spawn(tower_mtls::hyper::serve(listener, service));
 
     if serve_forever {
         let dir = write_pem_files(&ca, &server, &alice, &bob)?;

@@ -1,21 +1,23 @@
-//! [`MtlsAcceptor`]: the TLS handshake, with a timeout, ending in a [`ConnectionInfo`].
+//! [`MtlsAcceptor`]: the TLS handshake, with a timeout, ending in a [`ConnectionInfo`]; and
+//! hot reload of the configuration it uses.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::UnixTime;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{CertificateError, HandshakeKind, ServerConfig};
+use rustls::{HandshakeKind, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::MtlsConfig;
+use crate::config::{ConfigError, MtlsConfig, MtlsConfigBuilder};
 use crate::connection::{ConnectionInfo, peer_chain};
-use crate::principal::PrincipalError;
+use crate::failure::{AcceptError, HandshakeCounters, HandshakeStats};
 use crate::roles::RoleMapper;
 
 /// Default time a client has to complete the TLS handshake.
@@ -23,11 +25,17 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs server-side TLS handshakes and turns each finished one into a [`ConnectionInfo`].
 ///
-/// The peer chain is read **after** the handshake completed, when rustls has verified it; a
-/// resumed session's chain (which rustls restores without verifying again) is re-verified
-/// against the current trust anchors, CRLs and clock, so revoking a certificate also ends its
-/// resumptions. Every failed handshake emits one `tracing` event with the peer address and a
-/// cause.
+/// - The peer chain is read **after** the handshake completed, when rustls has verified it.
+/// - A resumed session's chain (which rustls restores without verifying again) is re-verified
+///   against the *current* trust anchors, CRLs and clock, so revoking a certificate also ends
+///   its resumptions.
+/// - [`reload`](Self::reload) swaps certificates, anchors and CRLs atomically for new
+///   handshakes; connections already open are re-checked lazily on their next request (see
+///   [`ConnectionInfo::revalidate`]).
+/// - Every failed handshake emits one `tracing` event with the peer address and a cause, and
+///   is counted ([`stats`](Self::stats)).
+///
+/// Clones share the configuration, the counters and the reload state.
 ///
 /// ```no_run
 /// # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
@@ -51,186 +59,45 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct MtlsAcceptor {
-    acceptor: TlsAcceptor,
-    // Re-verifies resumed sessions; `None` when resumption is disabled instead.
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    shared: Arc<Shared>,
     handshake_timeout: Duration,
     role_mapper: Option<Arc<dyn RoleMapper>>,
+}
+
+/// What every clone of an acceptor, and every connection it made, shares.
+pub(crate) struct Shared {
+    current: ArcSwap<Current>,
+    // Mirrors `current.generation`, so a request can check it with one atomic load.
+    generation: AtomicU64,
+    counters: HandshakeCounters,
+}
+
+pub(crate) struct Current {
+    tls: TlsAcceptor,
+    server_config: Arc<ServerConfig>,
+    // Re-verifies resumed sessions and open connections; `None` when resumption is disabled
+    // instead (a rustls config without our verifier).
+    pub(crate) verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub(crate) generation: u64,
+}
+
+impl Shared {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Current>> {
+        self.current.load()
+    }
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MtlsAcceptor")
             .field("handshake_timeout", &self.handshake_timeout)
-            .field("reverifies_resumption", &self.verifier.is_some())
+            .field("generation", &self.shared.generation())
+            .field("role_mapper", &self.role_mapper.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a connection did not become a [`ConnectionInfo`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AcceptError {
-    /// The client did not finish the handshake in time.
-    #[error("TLS handshake did not complete within {0:?}")]
-    Timeout(Duration),
-    /// The TLS handshake failed: the client's certificate was refused, versions or suites did
-    /// not match, or the client sent an alert. [`AcceptError::cause`] classifies it.
-    #[error("TLS handshake failed: {0}")]
-    Tls(rustls::Error),
-    /// A resumed session's client certificate no longer verifies (revoked, expired, or its CA
-    /// is no longer trusted).
-    #[error("resumed session refused: its client certificate no longer verifies: {0}")]
-    ResumedCertificateRejected(rustls::Error),
-    /// The connection failed during the handshake (reset, closed early).
-    #[error("I/O error during the TLS handshake: {0}")]
-    Io(io::Error),
-    /// rustls verified the client's certificate but it cannot be parsed into a principal.
-    #[error("client certificate verified but cannot be parsed: {0}")]
-    Certificate(#[from] PrincipalError),
-}
-
-/// A short, stable classification of a failed handshake, for logs and counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HandshakeFailure {
-    /// Handshake timeout.
-    Timeout,
-    /// Client certificate required but none sent.
-    NoCertificate,
-    /// Client certificate does not chain to a configured CA.
-    UnknownIssuer,
-    /// Client certificate (or a chain member) expired.
-    Expired,
-    /// Client certificate (or a chain member) not valid yet.
-    NotYetValid,
-    /// Revoked by a configured CRL.
-    Revoked,
-    /// No configured CRL covers the certificate.
-    UnknownRevocationStatus,
-    /// A configured CRL is past its `nextUpdate` (with expiry enforcement on).
-    ExpiredCrl,
-    /// The certificate's extended key usage does not allow client authentication.
-    BadKeyUsage,
-    /// A CA certificate presented as the client's own certificate.
-    CaUsedAsLeaf,
-    /// Bad signature, unsupported algorithm or malformed certificate.
-    BadCertificate,
-    /// The client offered only TLS versions this server does not accept.
-    ProtocolVersion,
-    /// No cipher suite, group or signature scheme in common.
-    Incompatible,
-    /// The client aborted with an alert (often: it refused the server's certificate).
-    AlertReceived,
-    /// A malformed or unexpected TLS message.
-    Protocol,
-    /// Connection reset or closed during the handshake.
-    Io,
-    /// Verified, but not parseable into a principal.
-    UnparsableCertificate,
-    /// A resumed session whose certificate no longer verifies.
-    ResumptionRevoked,
-}
-
-impl HandshakeFailure {
-    /// A short phrase for logs: `"unknown issuer"`, `"expired"`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::NoCertificate => "no client certificate",
-            HandshakeFailure::UnknownIssuer => "unknown issuer",
-            HandshakeFailure::Expired => "certificate expired",
-            HandshakeFailure::NotYetValid => "certificate not yet valid",
-            HandshakeFailure::Revoked => "certificate revoked",
-            HandshakeFailure::UnknownRevocationStatus => "revocation status unknown",
-            HandshakeFailure::ExpiredCrl => "CRL expired",
-            HandshakeFailure::BadKeyUsage => "certificate not valid for client authentication",
-            HandshakeFailure::CaUsedAsLeaf => "CA certificate used as client certificate",
-            HandshakeFailure::BadCertificate => "bad certificate",
-            HandshakeFailure::ProtocolVersion => "unsupported protocol version",
-            HandshakeFailure::Incompatible => "no common cipher suite or parameters",
-            HandshakeFailure::AlertReceived => "client sent an alert",
-            HandshakeFailure::Protocol => "TLS protocol error",
-            HandshakeFailure::Io => "connection error",
-            HandshakeFailure::UnparsableCertificate => "unparsable client certificate",
-            HandshakeFailure::ResumptionRevoked => "resumed session no longer valid",
-        }
-    }
-}
-
-impl std::fmt::Display for HandshakeFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl AcceptError {
-    /// What went wrong, in one word-ish.
-    pub fn cause(&self) -> HandshakeFailure {
-        match self {
-            AcceptError::Timeout(_) => HandshakeFailure::Timeout,
-            AcceptError::Tls(e) => classify(e),
-            AcceptError::ResumedCertificateRejected(_) => HandshakeFailure::ResumptionRevoked,
-            AcceptError::Io(_) => HandshakeFailure::Io,
-            AcceptError::Certificate(_) => HandshakeFailure::UnparsableCertificate,
-        }
-    }
-
-    fn from_io(e: io::Error) -> Self {
-        // tokio-rustls reports TLS failures as `InvalidData` wrapping the rustls error.
-        match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            Some(tls) => AcceptError::Tls(tls.clone()),
-            None => AcceptError::Io(e),
-        }
-    }
-}
-
-fn classify(e: &rustls::Error) -> HandshakeFailure {
-    use rustls::Error as E;
-    match e {
-        E::NoCertificatesPresented => HandshakeFailure::NoCertificate,
-        E::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => HandshakeFailure::UnknownIssuer,
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                HandshakeFailure::Expired
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                HandshakeFailure::NotYetValid
-            }
-            CertificateError::Revoked => HandshakeFailure::Revoked,
-            CertificateError::UnknownRevocationStatus => HandshakeFailure::UnknownRevocationStatus,
-            CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => HandshakeFailure::ExpiredCrl,
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                HandshakeFailure::BadKeyUsage
-            }
-            CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
-                Some(webpki::Error::CaUsedAsEndEntity) => HandshakeFailure::CaUsedAsLeaf,
-                #[allow(deprecated)]
-                Some(
-                    webpki::Error::RequiredEkuNotFound
-                    | webpki::Error::RequiredEkuNotFoundContext(_),
-                ) => HandshakeFailure::BadKeyUsage,
-                _ => HandshakeFailure::BadCertificate,
-            },
-            _ => HandshakeFailure::BadCertificate,
-        },
-        E::InvalidCertRevocationList(_) => HandshakeFailure::UnknownRevocationStatus,
-        E::PeerIncompatible(p) => {
-            use rustls::PeerIncompatible as P;
-            match p {
-                P::Tls12NotOffered
-                | P::Tls12NotOfferedOrEnabled
-                | P::SupportedVersionsExtensionRequired
-                | P::ServerTlsVersionIsDisabledByOurConfig => HandshakeFailure::ProtocolVersion,
-                _ => HandshakeFailure::Incompatible,
-            }
-        }
-        E::AlertReceived(_) => HandshakeFailure::AlertReceived,
-        _ => HandshakeFailure::Protocol,
     }
 }
 
@@ -238,26 +105,40 @@ impl MtlsAcceptor {
     /// An acceptor for a configuration built by [`MtlsConfig::builder`]. Session resumption
     /// stays on, and every resumed session's chain is verified again.
     pub fn new(config: MtlsConfig) -> Self {
-        MtlsAcceptor {
-            acceptor: TlsAcceptor::from(config.server_config),
+        Self::with_current(Current {
+            tls: TlsAcceptor::from(config.server_config.clone()),
+            server_config: config.server_config,
             verifier: Some(config.verifier),
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            role_mapper: None,
-        }
+            generation: 0,
+        })
     }
 
     /// An acceptor for a rustls configuration you built yourself. Its client verifier decides
     /// who gets in. Because the acceptor cannot re-verify a resumed session's chain without
     /// that verifier, **session resumption is switched off** in the copy of `config` it uses
-    /// (rustls would otherwise restore a revoked certificate's identity without checking it).
+    /// (rustls would otherwise restore a revoked certificate's identity without checking it),
+    /// and open connections are re-checked for expiry only.
     pub fn from_server_config(config: Arc<ServerConfig>) -> Self {
         let mut config = (*config).clone();
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
         config.ticketer = Arc::new(NoTickets);
-        MtlsAcceptor {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+        let config = Arc::new(config);
+        Self::with_current(Current {
+            tls: TlsAcceptor::from(config.clone()),
+            server_config: config,
             verifier: None,
+            generation: 0,
+        })
+    }
+
+    fn with_current(current: Current) -> Self {
+        MtlsAcceptor {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(current),
+                generation: AtomicU64::new(0),
+                counters: HandshakeCounters::default(),
+            }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             role_mapper: None,
         }
@@ -278,6 +159,53 @@ impl MtlsAcceptor {
     /// The configured handshake timeout.
     pub fn get_handshake_timeout(&self) -> Duration {
         self.handshake_timeout
+    }
+
+    /// Handshake counters: accepted, and rejected per cause.
+    pub fn stats(&self) -> HandshakeStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// How many times the configuration has been replaced.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation()
+    }
+
+    /// Replaces the configuration for every new handshake, atomically. Open connections keep
+    /// their TLS session; their next request is re-checked against the new trust anchors and
+    /// CRLs. The session cache is carried over, and resumed sessions are re-verified against
+    /// the new configuration, so a certificate revoked by the reload cannot resume.
+    pub fn reload(&self, config: MtlsConfig) {
+        let old = self.shared.current.load();
+        let mut server_config = (*config.server_config).clone();
+        server_config.session_storage = old.server_config.session_storage.clone();
+        server_config.ticketer = old.server_config.ticketer.clone();
+        let server_config = Arc::new(server_config);
+        let generation = old.generation + 1;
+        self.shared.current.store(Arc::new(Current {
+            tls: TlsAcceptor::from(server_config.clone()),
+            server_config,
+            verifier: Some(config.verifier),
+            generation,
+        }));
+        self.shared.generation.store(generation, Ordering::Release);
+        tracing::info!(generation, "TLS configuration reloaded");
+    }
+
+    /// Builds a configuration from `builder` (reading its files again) and, if it is valid,
+    /// [`reload`](Self::reload)s it. A bad configuration is refused, logged, and the current one
+    /// stays in force.
+    pub fn reload_from(&self, builder: &MtlsConfigBuilder) -> Result<(), ConfigError> {
+        match builder.build() {
+            Ok(config) => {
+                self.reload(config);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "TLS configuration reload refused; keeping the current one");
+                Err(err)
+            }
+        }
     }
 
     /// Accepts a TCP connection, reading both of its addresses.
@@ -316,13 +244,13 @@ impl MtlsAcceptor {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let result = self.handshake(io, peer_addr, local_addr).await;
-        if let Err(err) = &result {
-            tracing::warn!(
-                peer = %peer_addr,
-                cause = %err.cause(),
-                error = %err,
-                "TLS handshake failed"
-            );
+        match &result {
+            Ok(_) => self.shared.counters.record_accepted(),
+            Err(err) => {
+                let cause = err.cause();
+                self.shared.counters.record_rejected(cause);
+                tracing::warn!(peer = %peer_addr, cause = %cause, error = %err, "TLS handshake failed");
+            }
         }
         result
     }
@@ -336,39 +264,44 @@ impl MtlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(io))
+        // One snapshot for the whole handshake: the config that verified the chain is the one
+        // whose generation the connection records.
+        let current = self.shared.current.load_full();
+        let stream = tokio::time::timeout(self.handshake_timeout, current.tls.accept(io))
             .await
             .map_err(|_| AcceptError::Timeout(self.handshake_timeout))?
             .map_err(AcceptError::from_io)?;
         let (_, conn) = stream.get_ref();
         if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            self.reverify_resumed(conn)?;
+            reverify_resumed(&current, conn)?;
         }
         let info = ConnectionInfo::from_connection(
             conn,
             peer_addr,
             local_addr,
             self.role_mapper.as_deref(),
+            self.shared.clone(),
+            current.generation,
         )?;
         Ok((stream, info))
     }
+}
 
-    fn reverify_resumed(&self, conn: &rustls::ServerConnection) -> Result<(), AcceptError> {
-        let Some(chain) = peer_chain(conn) else {
-            return Ok(());
-        };
-        let Some(verifier) = &self.verifier else {
-            // Resumption is disabled when there is no verifier; a resumed session here means
-            // the configuration was changed behind our back. Refuse rather than trust it.
-            return Err(AcceptError::ResumedCertificateRejected(
-                rustls::Error::General("session resumption without a verifier".into()),
-            ));
-        };
-        verifier
-            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-            .map(|_| ())
-            .map_err(AcceptError::ResumedCertificateRejected)
-    }
+fn reverify_resumed(current: &Current, conn: &rustls::ServerConnection) -> Result<(), AcceptError> {
+    let Some(chain) = peer_chain(conn) else {
+        return Ok(());
+    };
+    let Some(verifier) = &current.verifier else {
+        // Resumption is disabled when there is no verifier; a resumed session here means the
+        // configuration was changed behind our back. Refuse rather than trust it.
+        return Err(AcceptError::ResumedCertificateRejected(
+            rustls::Error::General("session resumption without a verifier".into()),
+        ));
+    };
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .map(|_| ())
+        .map_err(AcceptError::ResumedCertificateRejected)
 }
 
 #[derive(Debug)]

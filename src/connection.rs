@@ -6,9 +6,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
+
+use crate::acceptor::Shared;
 
 use crate::principal::{Principal, PrincipalError};
 use crate::roles::{RoleMapper, Roles};
@@ -29,6 +33,32 @@ struct Details {
     handshake_kind: Option<HandshakeKind>,
     principal: Option<Principal>,
     roles: Roles,
+    trust: Arc<Shared>,
+    // `generation << 1 | verified`: the trust generation the chain was last checked against,
+    // and whether it passed. One atomic load per request while nothing was reloaded.
+    checked: AtomicU64,
+}
+
+impl StaleIdentity {
+    /// A short phrase for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleIdentity::Expired => "client certificate expired",
+            StaleIdentity::NoLongerTrusted => "client certificate no longer trusted",
+        }
+    }
+}
+
+/// Why the identity of an open connection is no longer accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StaleIdentity {
+    /// The client certificate's `notAfter` has passed since the handshake.
+    #[error("client certificate expired")]
+    Expired,
+    /// After a reload, the chain no longer verifies (revoked, or its CA removed).
+    #[error("client certificate no longer verifies against the current trust configuration")]
+    NoLongerTrusted,
 }
 
 /// The verified peer chain of a finished handshake: the one place that names rustls's accessor
@@ -45,6 +75,8 @@ impl ConnectionInfo {
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
         role_mapper: Option<&dyn RoleMapper>,
+        trust: Arc<Shared>,
+        generation: u64,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
             .map(Principal::from_verified_chain)
@@ -64,7 +96,59 @@ impl ConnectionInfo {
                 handshake_kind: conn.handshake_kind(),
                 principal,
                 roles,
+                trust,
+                checked: AtomicU64::new(generation << 1 | 1),
             }),
+        })
+    }
+
+    /// Whether the connection's identity is still acceptable *now*: the leaf certificate has
+    /// not expired since the handshake, and, if the acceptor was reloaded since, the chain
+    /// still verifies against the new trust anchors and CRLs (checked once per connection per
+    /// reload). [`MtlsAuthLayer`](crate::MtlsAuthLayer) calls this for every request and
+    /// answers 401 on failure. Always `Ok` for a connection without a principal.
+    pub fn revalidate(&self) -> Result<(), StaleIdentity> {
+        let Some(principal) = &self.inner.principal else {
+            return Ok(());
+        };
+        if SystemTime::now() > principal.not_after() {
+            return Err(StaleIdentity::Expired);
+        }
+        let generation = self.inner.trust.generation();
+        let checked = self.inner.checked.load(Ordering::Acquire);
+        if checked >> 1 != generation {
+            return self.reverify(principal);
+        }
+        if checked & 1 == 1 {
+            Ok(())
+        } else {
+            Err(StaleIdentity::NoLongerTrusted)
+        }
+    }
+
+    #[cold]
+    fn reverify(&self, principal: &Principal) -> Result<(), StaleIdentity> {
+        let current = self.inner.trust.current();
+        let chain = principal.chain();
+        let verdict = match &current.verifier {
+            Some(verifier) => verifier
+                .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+                .map(|_| ()),
+            None => Ok(()),
+        };
+        self.inner.checked.store(
+            current.generation << 1 | u64::from(verdict.is_ok()),
+            Ordering::Release,
+        );
+        verdict.map_err(|error| {
+            tracing::warn!(
+                peer = %self.inner.peer_addr,
+                principal = %principal,
+                generation = current.generation,
+                %error,
+                "open connection's certificate no longer verifies after reload"
+            );
+            StaleIdentity::NoLongerTrusted
         })
     }
 

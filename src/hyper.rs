@@ -1,8 +1,9 @@
 //! Serving a tower service over mutual TLS with hyper-util (feature `hyper`).
 //!
-//! [`serve`] accepts TCP connections, runs each TLS handshake in its own task (so a stalled
-//! client never holds up the accept loop), attaches the connection's [`ConnectionInfo`] to
-//! every request, and serves HTTP/1.1 or HTTP/2 as the client negotiated.
+//! [`serve`] takes the finished connections of an [`MtlsListener`] (which runs every TLS
+//! handshake in its own task, so a stalled client never holds up the accept loop), attaches
+//! the connection's [`ConnectionInfo`] to every request, and serves HTTP/1.1 or HTTP/2 as the
+//! client negotiated. [`serve_with_shutdown`] adds graceful shutdown.
 //!
 //! ```no_run
 //! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
@@ -11,7 +12,7 @@
 //! use http_body_util::Full;
 //! use bytes::Bytes;
 //! use tower::ServiceBuilder;
-//! use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, Principal};
+//! use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal};
 //!
 //! let service = ServiceBuilder::new()
 //!     .layer(MtlsAuthLayer::new(AllowAnyVerified))
@@ -19,8 +20,9 @@
 //!         let who = req.extensions().get::<Principal>().map(|p| p.to_string());
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("hello {who:?}")))))
 //!     });
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-//! tower_mtls::hyper::serve(listener, MtlsAcceptor::new(config), service).await
+//! let listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
+//! tower_mtls::hyper::serve(listener, service).await;
+//! # Ok(())
 //! # }
 //! ```
 
@@ -34,13 +36,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
 use tower_service::Service;
 
-use crate::acceptor::MtlsAcceptor;
 use crate::connection::ConnectionInfo;
+use crate::listener::MtlsListener;
 
 /// Errors from serving one connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -67,13 +68,9 @@ where
         .await
 }
 
-/// Accepts connections from `listener` forever, serving each with `service` behind the
-/// acceptor's TLS handshake. Returns only if the listener fails permanently.
-pub async fn serve<S, B>(
-    listener: TcpListener,
-    acceptor: MtlsAcceptor,
-    service: S,
-) -> std::io::Result<()>
+/// Serves every connection of `listener` with `service`, forever (or until the listener is
+/// closed).
+pub async fn serve<S, B>(listener: MtlsListener, service: S)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -82,18 +79,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    serve_with_shutdown(listener, acceptor, service, std::future::pending()).await
+    serve_with_shutdown(listener, service, std::future::pending(), Duration::MAX).await
 }
 
-/// Like [`serve`], until `shutdown` completes: then it stops accepting and returns once the
-/// open connections have finished their in-flight requests.
+/// Like [`serve`], until `shutdown` completes: then the listener stops accepting, open
+/// connections are asked to finish (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` after the
+/// current request), and any still open after `drain_timeout` are dropped.
 pub async fn serve_with_shutdown<S, B, F>(
-    listener: TcpListener,
-    acceptor: MtlsAcceptor,
+    mut listener: MtlsListener,
     service: S,
     shutdown: F,
-) -> std::io::Result<()>
-where
+    drain_timeout: Duration,
+) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -104,37 +101,39 @@ where
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    // EMFILE and friends: back off briefly instead of spinning or dying.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let local = tcp.local_addr().ok();
-            let Ok((stream, info)) = acceptor.accept_with_addrs(tcp, peer, local).await else {
-                return; // already logged by the acceptor
-            };
-            let service = TowerToHyperService::new(AddExtension::new(service, info));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some((stream, info)) = accepted else { break };
+                let peer = info.peer_addr();
+                let service = TowerToHyperService::new(AddExtension::new(service.clone(), info));
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    if let Err(err) = conn.await {
+                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                    }
+                });
             }
-        });
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
     }
+    listener.close();
     drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the drain timeout; closing them"
+        );
+    }
+    connections.shutdown().await;
 }

@@ -146,30 +146,25 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let connection = connection_of(&req);
-        let Some((connection, principal)) = connection.and_then(|c| c.principal().map(|p| (c, p)))
-        else {
-            let reason = if connection.is_some() {
-                "no client certificate"
-            } else {
-                "no TLS connection info on the request"
-            };
-            tracing::warn!(
-                peer = %OptionalPeer(connection.map(ConnectionInfo::peer_addr)),
-                status = 401,
-                reason,
-                method = %req.method(),
-                path = req.uri().path(),
-                "request rejected"
-            );
-            let response = self
-                .responder
-                .respond(Rejection::Unauthenticated, req.headers());
-            return ResponseFuture {
-                state: State::Rejected {
-                    response: Some(response),
-                },
-            };
+        let (connection, principal) = match authenticate(&req) {
+            Ok(found) => found,
+            Err(failure) => {
+                log_rejection(
+                    failure.peer,
+                    failure.principal,
+                    Rejection::Unauthenticated,
+                    failure.reason,
+                    &req,
+                );
+                let response = self
+                    .responder
+                    .respond(Rejection::Unauthenticated, req.headers());
+                return ResponseFuture {
+                    state: State::Rejected {
+                        response: Some(response),
+                    },
+                };
+            }
         };
 
         let decision = self.authorizer.authorize(&AuthContext {
@@ -197,6 +192,57 @@ where
             },
         }
     }
+}
+
+struct Unauthenticated<'a> {
+    peer: Option<SocketAddr>,
+    principal: Option<&'a Principal>,
+    reason: &'static str,
+}
+
+/// The verified, still-valid identity of a request, or why there is none.
+fn authenticate<B>(req: &Request<B>) -> Result<(&ConnectionInfo, &Principal), Unauthenticated<'_>> {
+    let Some(connection) = connection_of(req) else {
+        return Err(Unauthenticated {
+            peer: None,
+            principal: None,
+            reason: "no TLS connection info on the request",
+        });
+    };
+    let Some(principal) = connection.principal() else {
+        return Err(Unauthenticated {
+            peer: Some(connection.peer_addr()),
+            principal: None,
+            reason: "no client certificate",
+        });
+    };
+    match connection.revalidate() {
+        Ok(()) => Ok((connection, principal)),
+        Err(stale) => Err(Unauthenticated {
+            peer: Some(connection.peer_addr()),
+            principal: Some(principal),
+            reason: stale.as_str(),
+        }),
+    }
+}
+
+/// The one tracing event of a rejected request.
+fn log_rejection<B>(
+    peer: Option<SocketAddr>,
+    principal: Option<&Principal>,
+    rejection: Rejection,
+    reason: &str,
+    req: &Request<B>,
+) {
+    tracing::warn!(
+        peer = %OptionalPeer(peer),
+        principal = principal.map(tracing::field::display),
+        status = rejection.status().as_u16(),
+        reason,
+        method = %req.method(),
+        path = req.uri().path(),
+        "request rejected"
+    );
 }
 
 struct OptionalPeer(Option<SocketAddr>);
@@ -279,14 +325,12 @@ where
                             state.set(State::Calling { future });
                         }
                         Decision::Deny { reason } => {
-                            tracing::warn!(
-                                peer = %peer,
-                                principal = %principal,
-                                status = 403,
-                                reason = %reason,
-                                method = %request.method(),
-                                path = request.uri().path(),
-                                "request rejected"
+                            log_rejection(
+                                Some(peer),
+                                Some(&principal),
+                                Rejection::Forbidden,
+                                &reason,
+                                &request,
                             );
                             let response =
                                 responder.respond(Rejection::Forbidden, request.headers());

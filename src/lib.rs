@@ -14,7 +14,7 @@
 //! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use tower::ServiceBuilder;
-//! use tower_mtls::{AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, Principal};
+//! use tower_mtls::{AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener, Principal};
 //!
 //! let tls = MtlsConfig::builder()
 //!     .server_cert_pem_file("server.pem")
@@ -38,8 +38,8 @@
 //!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("hello {name}")))))
 //!     });
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
-//! tower_mtls::hyper::serve(listener, MtlsAcceptor::new(tls), service).await?;
+//! let listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(tls)).await?;
+//! tower_mtls::hyper::serve(listener, service).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -57,16 +57,18 @@ mod acceptor;
 pub mod authorize;
 pub mod config;
 mod connection;
+mod failure;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 pub mod layer;
+pub mod listener;
 pub mod name;
 mod principal;
 pub mod reject;
 pub mod roles;
 pub mod spiffe;
 
-pub use acceptor::{AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, MtlsAcceptor};
+pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor};
 pub use authorize::{
     AllowAnyVerified, AuthContext, Authorizer, Decision, allow_any_verified, authorize_fn,
 };
@@ -74,8 +76,10 @@ pub use config::{
     ClientAuth, ConfigError, MtlsConfig, MtlsConfigBuilder, RevocationScope, TlsVersions,
     UnknownRevocation, crypto_provider,
 };
-pub use connection::ConnectionInfo;
+pub use connection::{ConnectionInfo, StaleIdentity};
+pub use failure::{AcceptError, HandshakeFailure, HandshakeStats};
 pub use layer::{MtlsAuth, MtlsAuthLayer, ResponseFuture};
+pub use listener::{MtlsListener, MtlsListenerBuilder};
 pub use name::DistinguishedName;
 pub use principal::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
 pub use reject::{Rejection, RejectionFormat};

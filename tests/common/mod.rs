@@ -99,7 +99,8 @@ where
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
-        let _ = tower_mtls::hyper::serve(listener, acceptor, service).await;
+        let listener = tower_mtls::MtlsListener::from_tcp(listener, acceptor).expect("listener");
+        tower_mtls::hyper::serve(listener, service).await;
     });
     (addr, task)
 }
