@@ -207,6 +207,7 @@ pub struct MtlsConfigBuilder {
     server_cert: Option<Source>,
     server_key: Option<Source>,
     client_cas: Vec<Source>,
+    intermediates: Vec<Source>,
     crls: Vec<Source>,
     client_auth: ClientAuth,
     versions: TlsVersions,
@@ -286,6 +287,38 @@ impl MtlsConfigBuilder {
         self.client_cas
             .push(Source::Pem("client CA bundle", pem.into()));
         self
+    }
+
+    /// Intermediate CA certificates to complete client chains with, for clients that send only
+    /// their own certificate. They are not trust anchors: a chain must still end at a
+    /// certificate from a [client CA bundle](Self::client_ca_pem_file).
+    pub fn intermediates_pem_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.intermediates
+            .push(Source::File(path.as_ref().to_owned()));
+        self
+    }
+
+    /// Intermediate CA certificates as PEM bytes; see
+    /// [`intermediates_pem_file`](Self::intermediates_pem_file).
+    pub fn intermediates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.intermediates
+            .push(Source::Pem("intermediate certificates", pem.into()));
+        self
+    }
+
+    /// Every file this builder reads, for watching them for changes.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.server_cert
+            .iter()
+            .chain(&self.server_key)
+            .chain(&self.client_cas)
+            .chain(&self.intermediates)
+            .chain(&self.crls)
+            .filter_map(|source| match source {
+                Source::File(path) => Some(path.clone()),
+                Source::Pem(..) => None,
+            })
+            .collect()
     }
 
     /// A file of one or more PEM CRLs. Call again to add more files.
@@ -380,6 +413,16 @@ impl MtlsConfigBuilder {
             }
         }
 
+        let mut intermediates = Vec::new();
+        for source in &self.intermediates {
+            let (origin, bytes) = source.read()?;
+            let certs = read_certs(&origin, &bytes)?;
+            for (i, ca) in certs.iter().enumerate() {
+                check_is_ca(&origin, i + 1, ca)?;
+            }
+            intermediates.extend(certs);
+        }
+
         let mut crls = Vec::new();
         for source in &self.crls {
             let (origin, bytes) = source.read()?;
@@ -407,13 +450,19 @@ impl MtlsConfigBuilder {
         if self.client_auth == ClientAuth::Optional {
             verifier = verifier.allow_unauthenticated();
         }
-        let verifier = verifier.build().map_err(|e| match e {
+        let mut verifier = verifier.build().map_err(|e| match e {
             rustls::server::VerifierBuilderError::InvalidCrl(err) => ConfigError::BadCrl {
                 origin: Origin::Memory("CRL set"),
                 reason: format!("{err:?}"),
             },
             other => ConfigError::Rustls(rustls::Error::General(other.to_string())),
         })?;
+        if !intermediates.is_empty() {
+            verifier = Arc::new(WithIntermediates {
+                inner: verifier,
+                intermediates,
+            });
+        }
 
         let versions: &[&'static rustls::SupportedProtocolVersion] = match self.versions {
             TlsVersions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -443,6 +492,60 @@ impl MtlsConfigBuilder {
             verifier,
             client_auth: self.client_auth,
         })
+    }
+}
+
+/// Completes client chains with configured intermediates before webpki builds the path.
+#[derive(Debug)]
+struct WithIntermediates {
+    inner: Arc<dyn ClientCertVerifier>,
+    intermediates: Vec<CertificateDer<'static>>,
+}
+
+impl ClientCertVerifier for WithIntermediates {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let mut all: Vec<CertificateDer<'_>> = intermediates.to_vec();
+        all.extend(self.intermediates.iter().cloned());
+        self.inner.verify_client_cert(end_entity, &all, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

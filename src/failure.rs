@@ -56,7 +56,10 @@ pub enum HandshakeFailure {
     BadKeyUsage,
     /// A CA certificate presented as the client's own certificate.
     CaUsedAsLeaf,
-    /// Bad signature, unsupported algorithm or malformed certificate.
+    /// A certificate signature does not verify: typically a forged certificate whose issuer
+    /// *name* matches a trusted CA.
+    BadSignature,
+    /// Unsupported algorithm or malformed certificate.
     BadCertificate,
     /// The client offered only TLS versions this server does not accept.
     ProtocolVersion,
@@ -88,6 +91,9 @@ impl HandshakeFailure {
             HandshakeFailure::ExpiredCrl => "CRL expired",
             HandshakeFailure::BadKeyUsage => "certificate not valid for client authentication",
             HandshakeFailure::CaUsedAsLeaf => "CA certificate used as client certificate",
+            HandshakeFailure::BadSignature => {
+                "bad signature (issuer name matches a trusted CA, key does not)"
+            }
             HandshakeFailure::BadCertificate => "bad certificate",
             HandshakeFailure::ProtocolVersion => "unsupported protocol version",
             HandshakeFailure::Incompatible => "no common cipher suite or parameters",
@@ -146,6 +152,7 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
             CertificateError::UnknownRevocationStatus => HandshakeFailure::UnknownRevocationStatus,
             CertificateError::ExpiredRevocationList
             | CertificateError::ExpiredRevocationListContext { .. } => HandshakeFailure::ExpiredCrl,
+            CertificateError::BadSignature => HandshakeFailure::BadSignature,
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 HandshakeFailure::BadKeyUsage
             }
@@ -164,7 +171,10 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
         E::PeerIncompatible(p) => {
             use rustls::PeerIncompatible as P;
             match p {
+                // signature_algorithms is mandatory from TLS 1.2 on: a hello without it comes
+                // from a TLS 1.0/1.1 client, and rustls checks it before the version.
                 P::Tls12NotOffered
+                | P::SignatureAlgorithmsExtensionRequired
                 | P::Tls12NotOfferedOrEnabled
                 | P::SupportedVersionsExtensionRequired
                 | P::ServerTlsVersionIsDisabledByOurConfig => HandshakeFailure::ProtocolVersion,
@@ -178,7 +188,7 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
 
 impl HandshakeFailure {
     /// Every cause, in a fixed order (the order of [`HandshakeStats::rejected`]).
-    pub const ALL: [HandshakeFailure; 18] = [
+    pub const ALL: [HandshakeFailure; 19] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NoCertificate,
         HandshakeFailure::UnknownIssuer,
@@ -189,6 +199,7 @@ impl HandshakeFailure {
         HandshakeFailure::ExpiredCrl,
         HandshakeFailure::BadKeyUsage,
         HandshakeFailure::CaUsedAsLeaf,
+        HandshakeFailure::BadSignature,
         HandshakeFailure::BadCertificate,
         HandshakeFailure::ProtocolVersion,
         HandshakeFailure::Incompatible,

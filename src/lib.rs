@@ -65,6 +65,7 @@ pub mod listener;
 pub mod name;
 mod principal;
 pub mod reject;
+pub mod reload;
 pub mod roles;
 pub mod spiffe;
 
@@ -83,6 +84,7 @@ pub use listener::{MtlsListener, MtlsListenerBuilder};
 pub use name::DistinguishedName;
 pub use principal::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
 pub use reject::{Rejection, RejectionFormat};
+pub use reload::ReloadWatcher;
 pub use roles::{RoleMapper, Roles};
 pub use spiffe::{SpiffeId, SpiffeIdError};
 

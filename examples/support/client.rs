@@ -23,10 +23,20 @@ pub fn client_config(
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     alpn: &[&[u8]],
 ) -> Arc<ClientConfig> {
+    client_config_versions(server_ca, identity, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions`.
+pub fn client_config_versions(
+    server_ca: &CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(server_ca.clone()).expect("server CA");
     let builder = ClientConfig::builder_with_provider(Arc::new(tower_mtls::crypto_provider()))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("protocol versions")
         .with_root_certificates(roots);
     let mut config = match identity {

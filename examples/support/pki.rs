@@ -171,14 +171,20 @@ impl Ca {
         self.issue(params)
     }
 
-    /// A CRL revoking `revoked` (leaf chains whose first certificate's serial is listed).
+    /// A CRL revoking the certificates of `revoked` (each identity's own certificate).
     pub fn crl(&self, revoked: &[&Identity]) -> String {
+        let ders: Vec<&CertificateDer<'static>> = revoked.iter().map(|id| &id.chain[0]).collect();
+        self.crl_of(&ders)
+    }
+
+    /// A CRL revoking these certificates (leaves or intermediates).
+    pub fn crl_of(&self, revoked: &[&CertificateDer<'static>]) -> String {
         use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
         let now = OffsetDateTime::now_utc();
         let revoked_certs = revoked
             .iter()
-            .map(|id| {
-                let (_, cert) = x509_parser::parse_x509_certificate(id.chain[0].as_ref())
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
                     .expect("own certificate parses");
                 RevokedCertParams {
                     serial_number: SerialNumber::from_slice(cert.raw_serial()),

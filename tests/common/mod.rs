@@ -14,7 +14,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use rustls::ClientConfig;
-use tower_mtls::{ClientAuth, MtlsAcceptor, MtlsConfig, Principal};
+use tower_mtls::{
+    AllowAnyVerified, ClientAuth, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer, MtlsConfig,
+    MtlsConfigBuilder, Principal,
+};
 
 pub use client::{BoxError, Reply};
 
@@ -31,14 +34,33 @@ impl Setup {
         Setup { ca, server }
     }
 
-    pub fn config(&self, mode: ClientAuth) -> MtlsConfig {
+    /// A builder with the server identity and the client CA, client auth required.
+    pub fn builder(&self) -> MtlsConfigBuilder {
         MtlsConfig::builder()
             .server_cert_pem(self.server.chain_pem())
             .server_key_pem(self.server.key_pem.clone())
             .client_ca_pem(self.ca.pem())
+    }
+
+    pub fn config(&self, mode: ClientAuth) -> MtlsConfig {
+        self.builder()
             .client_auth(mode)
             .build()
             .expect("server config")
+    }
+
+    /// A client config offering only `versions` (HTTP/1.1).
+    pub fn client_versions(
+        &self,
+        identity: Option<&pki::Identity>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        client::client_config_versions(
+            self.ca.der(),
+            identity.map(|id| (id.chain.clone(), id.key())),
+            &[b"http/1.1"],
+            versions,
+        )
     }
 
     /// A client config presenting `identity` (or none), offering HTTP/1.1 and h2.
@@ -109,8 +131,16 @@ where
 pub async fn whoami(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resumed = req
+        .extensions()
+        .get::<tower_mtls::ConnectionInfo>()
+        .map(|info| info.is_resumed());
     let body = match req.extensions().get::<Principal>() {
-        Some(p) => principal_json(p).to_string(),
+        Some(p) => {
+            let mut json = principal_json(p);
+            json["resumed"] = serde_json::json!(resumed);
+            json.to_string()
+        }
         None => "null".to_owned(),
     };
     Ok(Response::new(Full::new(Bytes::from(body))))
@@ -158,4 +188,29 @@ pub fn counting_allow() -> (
         tower_mtls::Decision::allow("test")
     };
     (authorizer, calls)
+}
+
+/// Serves [`whoami`] behind `MtlsAuthLayer::new(AllowAnyVerified)` with `acceptor`.
+pub async fn start_whoami(acceptor: MtlsAcceptor) -> SocketAddr {
+    let service = tower::ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(whoami);
+    start_acceptor(acceptor, service).await.0
+}
+
+/// Waits (up to 5 s) until the acceptor has counted a failed handshake of `cause`; the server
+/// records it a moment after the client sees the connection fail.
+pub async fn expect_rejected(acceptor: &MtlsAcceptor, cause: HandshakeFailure) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stats = acceptor.stats();
+        if stats.rejected(cause) > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no handshake rejected for {cause:?}; stats: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
