@@ -1,0 +1,141 @@
+//! The listener under hostile timing: stalled clients, the in-flight cap, graceful shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Setup, client, expect_rejected};
+use http::StatusCode;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tower::ServiceBuilder;
+use tower_mtls::{AllowAnyVerified, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
+
+#[tokio::test]
+async fn stalled_clients_do_not_delay_a_real_one() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let timeout = Duration::from_secs(3);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap()).handshake_timeout(timeout);
+    let addr = common::start_whoami(acceptor.clone()).await;
+
+    // 200 connections that never send a ClientHello.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        stalled.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let opened = Instant::now();
+
+    let started = Instant::now();
+    let reply = client::get_once(addr, setup.client(Some(&alice)), "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let took = started.elapsed();
+    assert!(
+        took < timeout / 2,
+        "a real client waited {took:?} behind stalled ones"
+    );
+
+    // The stalled ones are closed at the timeout, not before and not much after.
+    let mut first = stalled.pop().unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(timeout * 3, first.read(&mut buf))
+        .await
+        .expect("stalled connection was never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+    let closed_after = opened.elapsed();
+    assert!(
+        closed_after >= timeout - Duration::from_millis(500),
+        "closed too early: {closed_after:?}"
+    );
+    expect_rejected(&acceptor, HandshakeFailure::Timeout).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while acceptor.stats().rejected(HandshakeFailure::Timeout) < 200 {
+        assert!(Instant::now() < deadline, "{:?}", acceptor.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(acceptor.stats().accepted, 1);
+}
+
+#[tokio::test]
+async fn in_flight_cap_holds_new_handshakes_until_a_slot_frees() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let timeout = Duration::from_millis(1500);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap()).handshake_timeout(timeout);
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = MtlsListener::builder(acceptor)
+        .max_handshakes_in_flight(2)
+        .from_tcp(tcp)
+        .unwrap();
+    let addr = listener.local_addr();
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(common::whoami);
+    tokio::spawn(tower_mtls::hyper::serve(listener, service));
+
+    let _stalled = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let reply = client::get_once(addr, setup.client(Some(&alice)), "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    // Both slots were taken by stalled clients until their timeout.
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(300),
+        "the cap did not hold: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_stops_accepting_and_drains() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let listener = MtlsListener::bind("127.0.0.1:0", acceptor).await.unwrap();
+    let addr = listener.local_addr();
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(common::whoami);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tower_mtls::hyper::serve_with_shutdown(
+        listener,
+        service,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(2),
+    ));
+
+    let mut open = client::http1(addr, setup.client_h1(Some(&alice)))
+        .await
+        .unwrap();
+    assert_eq!(
+        client::send1(&mut open, client::get("/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve_with_shutdown returns within the drain timeout")
+        .unwrap();
+    assert!(
+        client::get_once(addr, setup.client(Some(&alice)), "/")
+            .await
+            .is_err(),
+        "the listener must be closed"
+    );
+}
