@@ -9,7 +9,7 @@ use rustls::CertificateError;
 
 use crate::principal::PrincipalError;
 
-/// Why a connection did not become a [`ConnectionInfo`].
+/// Why a connection did not become a [`ConnectionInfo`](crate::ConnectionInfo).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcceptError {
