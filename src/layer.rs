@@ -126,9 +126,18 @@ impl<S, A, R> MtlsAuth<S, A, R> {
     }
 }
 
-/// Finds the connection of a request. One place, so every stack is looked up the same way.
-pub(crate) fn connection_of<B>(req: &Request<B>) -> Option<&ConnectionInfo> {
-    req.extensions().get::<ConnectionInfo>()
+/// Finds the connection of a request. One place, so every stack is looked up the same way:
+/// hyper (our `serve`) and tonic put `ConnectionInfo` in the extensions as is, axum's
+/// `into_make_service_with_connect_info` wraps it in `ConnectInfo`.
+pub(crate) fn connection_in(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
+    let plain = extensions.get::<ConnectionInfo>();
+    #[cfg(feature = "axum")]
+    let plain = plain.or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<ConnectionInfo>>()
+            .map(|info| &info.0)
+    });
+    plain
 }
 
 impl<S, A, R, ReqBody, ResBody> Service<Request<ReqBody>> for MtlsAuth<S, A, R>
@@ -146,16 +155,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (connection, principal) = match authenticate(&req) {
+        let (connection, principal) = match authenticate_parts(req.extensions()) {
             Ok(found) => found,
             Err(failure) => {
-                log_rejection(
-                    failure.peer,
-                    failure.principal,
-                    Rejection::Unauthenticated,
-                    failure.reason,
-                    &req,
-                );
+                failure.log(Rejection::Unauthenticated, req.method(), req.uri().path());
                 let response = self
                     .responder
                     .respond(Rejection::Unauthenticated, req.headers());
@@ -194,19 +197,35 @@ where
     }
 }
 
-struct Unauthenticated<'a> {
+/// Why a request has no verified identity.
+pub(crate) struct Unauthenticated<'a> {
     peer: Option<SocketAddr>,
     principal: Option<&'a Principal>,
     reason: &'static str,
 }
 
-/// The verified, still-valid identity of a request, or why there is none.
-fn authenticate<B>(req: &Request<B>) -> Result<(&ConnectionInfo, &Principal), Unauthenticated<'_>> {
-    let Some(connection) = connection_of(req) else {
+impl Unauthenticated<'_> {
+    pub(crate) fn log(&self, rejection: Rejection, method: &http::Method, path: &str) {
+        log_rejection(
+            self.peer,
+            self.principal,
+            rejection,
+            self.reason,
+            method,
+            path,
+        );
+    }
+}
+
+/// The verified, still-valid identity of a request (by its extensions), or why there is none.
+pub(crate) fn authenticate_parts(
+    extensions: &http::Extensions,
+) -> Result<(&ConnectionInfo, &Principal), Unauthenticated<'_>> {
+    let Some(connection) = connection_in(extensions) else {
         return Err(Unauthenticated {
             peer: None,
             principal: None,
-            reason: "no TLS connection info on the request",
+            reason: "no ConnectionInfo on the request (is the service served by tower-mtls?)",
         });
     };
     let Some(principal) = connection.principal() else {
@@ -227,20 +246,21 @@ fn authenticate<B>(req: &Request<B>) -> Result<(&ConnectionInfo, &Principal), Un
 }
 
 /// The one tracing event of a rejected request.
-fn log_rejection<B>(
+fn log_rejection(
     peer: Option<SocketAddr>,
     principal: Option<&Principal>,
     rejection: Rejection,
     reason: &str,
-    req: &Request<B>,
+    method: &http::Method,
+    path: &str,
 ) {
     tracing::warn!(
         peer = %OptionalPeer(peer),
         principal = principal.map(tracing::field::display),
         status = rejection.status().as_u16(),
         reason,
-        method = %req.method(),
-        path = req.uri().path(),
+        %method,
+        path,
         "request rejected"
     );
 }
@@ -330,7 +350,8 @@ where
                                 Some(&principal),
                                 Rejection::Forbidden,
                                 &reason,
-                                &request,
+                                request.method(),
+                                request.uri().path(),
                             );
                             let response =
                                 responder.respond(Rejection::Forbidden, request.headers());

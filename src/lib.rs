@@ -55,6 +55,8 @@ compile_error!("tower-mtls needs a crypto provider: enable the `aws-lc-rs` or th
 
 mod acceptor;
 pub mod authorize;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod config;
 mod connection;
 mod failure;
@@ -68,6 +70,9 @@ pub mod reject;
 pub mod reload;
 pub mod roles;
 pub mod spiffe;
+mod stream;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 
 pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor};
 pub use authorize::{
@@ -87,6 +92,7 @@ pub use reject::{Rejection, RejectionFormat};
 pub use reload::ReloadWatcher;
 pub use roles::{RoleMapper, Roles};
 pub use spiffe::{SpiffeId, SpiffeIdError};
+pub use stream::MtlsStream;
 
 /// The rustls types that appear in this crate's API.
 pub use rustls;

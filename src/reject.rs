@@ -186,3 +186,23 @@ impl RejectionBody for String {
         String::new()
     }
 }
+
+#[cfg(feature = "axum")]
+impl RejectionBody for axum::body::Body {
+    fn from_static(bytes: &'static [u8]) -> Self {
+        axum::body::Body::from(Bytes::from_static(bytes))
+    }
+    fn empty() -> Self {
+        axum::body::Body::empty()
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl RejectionBody for tonic::body::Body {
+    fn from_static(bytes: &'static [u8]) -> Self {
+        tonic::body::Body::new(http_body_util::Full::new(Bytes::from_static(bytes)))
+    }
+    fn empty() -> Self {
+        tonic::body::Body::default()
+    }
+}

@@ -74,6 +74,14 @@ impl<'a> AuthContext<'a> {
     pub fn path(&self) -> &'a str {
         self.uri.path()
     }
+    /// For a gRPC path `/package.Service/Method`: `("package.Service", "Method")`.
+    pub fn grpc_method(&self) -> Option<(&'a str, &'a str)> {
+        let (service, method) = self.uri.path().strip_prefix('/')?.split_once('/')?;
+        if service.is_empty() || method.is_empty() || method.contains('/') {
+            return None;
+        }
+        Some((service, method))
+    }
     /// The request headers. Never identity: use them for request properties only.
     pub fn headers(&self) -> &'a HeaderMap {
         self.headers

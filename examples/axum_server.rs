@@ -1,0 +1,131 @@
+//! An axum 0.8 server protected by tower-mtls.
+//!
+//! ```text
+//! cargo run --example axum_server                      # development PKI, prints curl commands
+//! cargo run --example axum_server -- --cert server.pem --key server-key.pem --client-ca ca.pem
+//! ```
+//!
+//! Routes: `GET /healthz` (anyone who completed the handshake), `GET /whoami` (any verified
+//! client), `GET /admin` (OU in `--admin-ou` or SPIFFE ID in `--admin-spiffe`). No verified
+//! identity → 401, denied → 403, unknown path → 404 (after authentication); every error is JSON.
+
+#[path = "support/pki.rs"]
+mod pki;
+#[path = "support/server.rs"]
+pub mod server;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Parser;
+use tower_mtls::{
+    AuthContext, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal,
+};
+
+use server::{AdminRule, Args};
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn whoami(principal: Principal) -> Json<serde_json::Value> {
+    Json(server::whoami_json(&principal))
+}
+
+async fn admin(principal: Principal) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "admin": true, "subject": principal.subject().to_string() }))
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+fn json_error(status: StatusCode, title: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/problem+json")],
+        server::error_json(status.as_u16(), title),
+    )
+        .into_response()
+}
+
+/// One log line per request, with the peer and the identity.
+async fn log_request(info: Option<ConnectionInfo>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::info!(
+        peer = info.as_ref().map(|i| i.peer_addr().to_string()),
+        principal = info.as_ref().and_then(|i| i.principal()).map(|p| p.to_string()),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// The application: `/healthz` public, the rest behind the layer.
+pub fn app(rule: AdminRule) -> Router {
+    let authz = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| rule.decide(ctx, "/admin"));
+    let protected = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/admin", get(admin))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(MtlsAuthLayer::new(authz));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    server::init_tracing();
+    let builder = match server::tls_builder(&args, "http") {
+        Ok(builder) => builder,
+        Err(message) => return server::usage_error(message),
+    };
+    let config = match builder.build() {
+        Ok(config) => config,
+        Err(err) => return server::usage_error(err),
+    };
+    let acceptor = MtlsAcceptor::new(config).handshake_timeout(Duration::from_secs(10));
+    let listener = match MtlsListener::bind(args.listen, acceptor).await {
+        Ok(listener) => listener,
+        Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
+    };
+    tracing::info!(addr = %listener.local_addr(), "axum_server listening");
+    let app = app(AdminRule::from_args(&args));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnectionInfo>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

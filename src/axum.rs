@@ -1,0 +1,151 @@
+//! axum 0.8 integration (feature `axum`).
+//!
+//! - [`MtlsListener`] is an [`axum::serve::Listener`]: axum awaits `accept()` serially, and
+//!   ours only hands out connections whose handshake already finished in its own task, so a
+//!   stalled client cannot block the others.
+//! - Serve with `into_make_service_with_connect_info::<ConnectionInfo>()` so that every
+//!   request carries the connection's [`ConnectionInfo`]; [`MtlsAuthLayer`](crate::MtlsAuthLayer)
+//!   finds it there exactly as on the other stacks.
+//! - [`Principal`] and [`ConnectionInfo`] are extractors; `Option<Principal>` too.
+//!
+//! ```no_run
+//! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
+//! use axum::{Router, routing::get};
+//! use tower_mtls::{AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal};
+//!
+//! async fn whoami(principal: Principal) -> String {
+//!     principal.subject().to_string()
+//! }
+//!
+//! let app = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .route_layer(MtlsAuthLayer::new(AllowAnyVerified)) // protects the routes above
+//!     .route("/healthz", get(|| async { "ok" }));        // public
+//!
+//! let listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<ConnectionInfo>()).await
+//! # }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::Connected;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use http::request::Parts;
+
+use crate::connection::ConnectionInfo;
+use crate::layer::authenticate_parts;
+use crate::listener::MtlsListener;
+use crate::principal::Principal;
+use crate::reject::{self, Rejection};
+use crate::stream::MtlsStream;
+
+impl Listener for MtlsListener {
+    type Io = MtlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match MtlsListener::accept(self).await {
+            Some((stream, info)) => {
+                let peer = info.peer_addr();
+                (MtlsStream::new(stream, info), peer)
+            }
+            // Closed: axum's loop has nothing more to accept; park it.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(MtlsListener::local_addr(self))
+    }
+}
+
+impl Connected<IncomingStream<'_, MtlsListener>> for ConnectionInfo {
+    fn connect_info(stream: IncomingStream<'_, MtlsListener>) -> Self {
+        stream.io().info().clone()
+    }
+}
+
+/// The 401 an extractor answers with: the same body as the layer's.
+#[derive(Debug)]
+pub struct Unauthenticated {
+    grpc: bool,
+}
+
+impl IntoResponse for Unauthenticated {
+    fn into_response(self) -> Response {
+        if self.grpc {
+            reject::grpc_response::<Body>(Rejection::Unauthenticated)
+        } else {
+            reject::http_response::<Body>(Rejection::Unauthenticated)
+        }
+    }
+}
+
+/// The verified principal: the one [`MtlsAuthLayer`](crate::MtlsAuthLayer) put in the request
+/// after authorizing it, or, on routes without the layer, the connection's own (still
+/// re-checked for expiry and revocation). No verified identity → 401.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Unauthenticated;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        match authenticate_parts(&parts.extensions) {
+            Ok((_, principal)) => Ok(principal.clone()),
+            Err(failure) => {
+                failure.log(Rejection::Unauthenticated, &parts.method, parts.uri.path());
+                Err(Unauthenticated {
+                    grpc: reject::is_grpc(&parts.headers),
+                })
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(Some(principal.clone()));
+        }
+        Ok(authenticate_parts(&parts.extensions)
+            .ok()
+            .map(|(_, principal)| principal.clone()))
+    }
+}
+
+/// The connection the request arrived on. Missing (500) only when the server was not started
+/// with `into_make_service_with_connect_info::<ConnectionInfo>()` or another stack of this crate.
+impl<S: Send + Sync> FromRequestParts<S> for ConnectionInfo {
+    type Rejection = (http::StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        crate::layer::connection_in(&parts.extensions)
+            .cloned()
+            .ok_or((
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "no ConnectionInfo: serve with into_make_service_with_connect_info::<ConnectionInfo>()",
+            ))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for ConnectionInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(crate::layer::connection_in(&parts.extensions).cloned())
+    }
+}
