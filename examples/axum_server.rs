@@ -111,6 +111,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
     };
+    println!("axum_server listening on {}", listener.local_addr());
     tracing::info!(addr = %listener.local_addr(), "axum_server listening");
     let app = app(AdminRule::from_args(&args));
     let served = axum::serve(

@@ -90,6 +90,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
     };
+    println!("hyper_server listening on {}", listener.local_addr());
     tracing::info!(addr = %listener.local_addr(), "hyper_server listening");
 
     let rule = AdminRule::from_args(&args);

@@ -12,7 +12,7 @@
 #[path = "support/pki.rs"]
 mod pki;
 #[path = "support/server.rs"]
-mod server;
+pub mod server;
 
 use std::process::ExitCode;
 
@@ -25,7 +25,7 @@ use tower_mtls::{
 use server::{AdminRule, Args};
 
 /// Check: any verified client; Watch (and anything else): admins only.
-fn authorizer(rule: AdminRule) -> impl Fn(&AuthContext<'_>) -> Decision + Clone {
+pub fn authorizer(rule: AdminRule) -> impl Fn(&AuthContext<'_>) -> Decision + Clone {
     move |ctx: &AuthContext<'_>| match ctx.grpc_method() {
         Some(("grpc.health.v1.Health", "Check")) => Decision::allow("health check"),
         _ if rule.is_admin(ctx.principal()) => Decision::allow("admin OU or SPIFFE ID"),
@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
         Ok(listener) => listener,
         Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
     };
+    println!("tonic_server listening on {}", listener.local_addr());
     tracing::info!(addr = %listener.local_addr(), "tonic_server listening");
 
     let (reporter, health) = tonic_health::server::health_reporter();

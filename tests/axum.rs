@@ -1,4 +1,6 @@
 //! axum 0.8: the example server's router over real TLS, with hyper clients.
+// The example is included whole, with its own copy of the test PKI module.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 
