@@ -15,7 +15,6 @@ mod pki;
 pub mod server;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -24,12 +23,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use clap::Parser;
-use tower_mtls::{
-    AuthContext, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal,
-};
+use tower_mtls::{AuthContext, ConnectionInfo, MtlsAuthLayer, Principal};
 
-use server::{AdminRule, Args};
+use server::AdminRule;
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -96,31 +92,16 @@ pub fn app(rule: AdminRule) -> Router {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    server::init_tracing();
-    let builder = match server::tls_builder(&args, "http") {
-        Ok(builder) => builder,
-        Err(message) => return server::usage_error(message),
+    let (args, listener) = match server::start("axum_server", false).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let config = match builder.build() {
-        Ok(config) => config,
-        Err(err) => return server::usage_error(err),
-    };
-    let acceptor = MtlsAcceptor::new(config).handshake_timeout(Duration::from_secs(10));
-    let listener = match MtlsListener::bind(args.listen, acceptor).await {
-        Ok(listener) => listener,
-        Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
-    };
-    println!("axum_server listening on {}", listener.local_addr());
-    tracing::info!(addr = %listener.local_addr(), "axum_server listening");
     let app = app(AdminRule::from_args(&args));
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<ConnectionInfo>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(server::ctrl_c())
     .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,

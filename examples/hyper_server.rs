@@ -16,16 +16,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Parser;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_mtls::{
-    AuthContext, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal,
-};
+use tower_mtls::{AuthContext, ConnectionInfo, MtlsAuthLayer, Principal};
 
-use server::{AdminRule, Args};
+use server::AdminRule;
 
 type Body = Full<Bytes>;
 
@@ -73,25 +70,10 @@ async fn protected_routes(req: Request<Incoming>) -> Result<Response<Body>, Infa
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    server::init_tracing();
-    if args.policy.is_some() {
-        return server::usage_error("--policy is supported by axum_server only");
-    }
-    let builder = match server::tls_builder(&args, "http") {
-        Ok(builder) => builder,
-        Err(message) => return server::usage_error(message),
+    let (args, listener) = match server::start("hyper_server", false).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let config = match builder.build() {
-        Ok(config) => config,
-        Err(err) => return server::usage_error(err),
-    };
-    let listener = match MtlsListener::bind(args.listen, MtlsAcceptor::new(config)).await {
-        Ok(listener) => listener,
-        Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
-    };
-    println!("hyper_server listening on {}", listener.local_addr());
-    tracing::info!(addr = %listener.local_addr(), "hyper_server listening");
 
     let rule = AdminRule::from_args(&args);
     let authz = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| rule.decide(ctx, "/admin"));
@@ -129,9 +111,7 @@ async fn main() -> ExitCode {
     tower_mtls::hyper::serve_with_shutdown(
         listener,
         app,
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        server::ctrl_c(),
         Duration::from_secs(10),
     )
     .await;

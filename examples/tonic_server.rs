@@ -16,13 +16,10 @@ pub mod server;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tonic_health::ServingStatus;
-use tower_mtls::{
-    AuthContext, ConnectionInfo, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsListener,
-};
+use tower_mtls::{AuthContext, ConnectionInfo, Decision, MtlsAuthLayer};
 
-use server::{AdminRule, Args};
+use server::AdminRule;
 
 /// Check: any verified client; Watch (and anything else): admins only.
 pub fn authorizer(rule: AdminRule) -> impl Fn(&AuthContext<'_>) -> Decision + Clone {
@@ -35,25 +32,10 @@ pub fn authorizer(rule: AdminRule) -> impl Fn(&AuthContext<'_>) -> Decision + Cl
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    server::init_tracing();
-    if args.policy.is_some() {
-        return server::usage_error("--policy is supported by axum_server only");
-    }
-    let builder = match server::tls_builder(&args, "grpc") {
-        Ok(builder) => builder,
-        Err(message) => return server::usage_error(message),
+    let (args, listener) = match server::start("tonic_server", true).await {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let config = match builder.build() {
-        Ok(config) => config,
-        Err(err) => return server::usage_error(err),
-    };
-    let listener = match MtlsListener::bind(args.listen, MtlsAcceptor::new(config)).await {
-        Ok(listener) => listener,
-        Err(err) => return server::usage_error(format!("cannot listen on {}: {err}", args.listen)),
-    };
-    println!("tonic_server listening on {}", listener.local_addr());
-    tracing::info!(addr = %listener.local_addr(), "tonic_server listening");
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -73,9 +55,7 @@ async fn main() -> ExitCode {
         .layer(tower::ServiceBuilder::new().map_request(log_request))
         .layer(MtlsAuthLayer::new(authorizer(AdminRule::from_args(&args))))
         .add_service(health)
-        .serve_with_incoming_shutdown(tower_mtls::tonic::incoming(listener), async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .serve_with_incoming_shutdown(tower_mtls::tonic::incoming(listener), server::ctrl_c())
         .await;
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use tower_mtls::{
-    AuthContext, ClientAuth, Decision, MtlsConfig, MtlsConfigBuilder, Principal, SpiffeId,
+    AuthContext, ClientAuth, Decision, MtlsAcceptor, MtlsConfig, MtlsConfigBuilder, MtlsListener,
+    Principal, SpiffeId,
 };
 
 use super::pki;
@@ -54,6 +55,32 @@ fn parse_spiffe(s: &str) -> Result<SpiffeId, String> {
 pub enum Mode {
     Required,
     Optional,
+}
+
+/// Parses the flags, sets up logging, builds the TLS configuration and binds the listener, as
+/// `name` (`grpc` selects the printed client commands). Every failure is printed and becomes exit
+/// code 2.
+pub async fn start(name: &str, grpc: bool) -> Result<(Args, MtlsListener), ExitCode> {
+    let args = Args::parse();
+    init_tracing();
+    if args.policy.is_some() && name != "axum_server" {
+        return Err(usage_error("--policy is supported by axum_server only"));
+    }
+    let config = tls_builder(&args, if grpc { "grpc" } else { "http" })
+        .map_err(usage_error)?
+        .build()
+        .map_err(usage_error)?;
+    let listener = MtlsListener::bind(args.listen, MtlsAcceptor::new(config))
+        .await
+        .map_err(|err| usage_error(format!("cannot listen on {}: {err}", args.listen)))?;
+    println!("{name} listening on {}", listener.local_addr());
+    tracing::info!(addr = %listener.local_addr(), "{name} listening");
+    Ok((args, listener))
+}
+
+/// Waits for Ctrl-C.
+pub async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Prints `message` as a usage error and returns exit code 2.
