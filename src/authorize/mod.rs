@@ -30,7 +30,22 @@
 //! # async fn lookup(_: [u8; 32]) -> bool { true }
 //! ```
 
-use std::borrow::Cow;
+pub mod combinators;
+pub mod matchers;
+pub mod reason;
+pub mod request;
+pub mod rules;
+#[cfg(test)]
+mod testing;
+
+pub use combinators::{MatchExplanation, all, any, not};
+pub use matchers::{Matcher, MatcherError, parse_sha256_hex};
+pub use reason::Reason;
+pub use request::{PathPattern, RequestMatcher};
+pub use rules::{
+    Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
+};
+
 use std::future::{Future, IntoFuture, Ready, ready};
 use std::sync::Arc;
 
@@ -86,25 +101,25 @@ pub enum Decision {
     /// The request may proceed.
     Allow {
         /// Why, for logs and `explain`.
-        reason: Cow<'static, str>,
+        reason: Reason,
     },
     /// The request is refused with 403 / `PERMISSION_DENIED`.
     Deny {
         /// Why, for logs and `explain`.
-        reason: Cow<'static, str>,
+        reason: Reason,
     },
 }
 
 impl Decision {
-    /// Allow, with a reason. A `&'static str` reason costs no allocation.
-    pub fn allow(reason: impl Into<Cow<'static, str>>) -> Self {
+    /// Allow, with a reason. A `&'static str` or an `Arc<str>` reason costs no allocation.
+    pub fn allow(reason: impl Into<Reason>) -> Self {
         Decision::Allow {
             reason: reason.into(),
         }
     }
 
     /// Deny, with a reason.
-    pub fn deny(reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn deny(reason: impl Into<Reason>) -> Self {
         Decision::Deny {
             reason: reason.into(),
         }
