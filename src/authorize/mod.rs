@@ -32,7 +32,9 @@
 
 pub mod combinators;
 pub mod matchers;
+pub mod policy;
 pub mod reason;
+pub mod reload;
 pub mod request;
 pub mod rules;
 #[cfg(test)]
@@ -40,7 +42,9 @@ mod testing;
 
 pub use combinators::{MatchExplanation, all, any, not};
 pub use matchers::{Matcher, MatcherError, parse_sha256_hex};
+pub use policy::{PolicyError, PolicyErrorKind, PolicyProblem, RuleLocation};
 pub use reason::Reason;
+pub use reload::ReloadablePolicy;
 pub use request::{PathPattern, RequestMatcher};
 pub use rules::{
     Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
