@@ -36,6 +36,7 @@ pub mod policy;
 pub mod reason;
 pub mod reload;
 pub mod request;
+pub mod roles;
 pub mod rules;
 #[cfg(test)]
 mod testing;
@@ -46,6 +47,7 @@ pub use policy::{PolicyError, PolicyErrorKind, PolicyProblem, RuleLocation};
 pub use reason::Reason;
 pub use reload::ReloadablePolicy;
 pub use request::{PathPattern, RequestMatcher};
+pub use roles::{KubernetesRoles, OrganizationalUnitRoles, SpiffeServiceAccountRoles};
 pub use rules::{
     Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
 };
