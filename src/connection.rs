@@ -68,6 +68,24 @@ impl ConnectionInfo {
         })
     }
 
+    /// A connection that never was, for unit tests of authorizers.
+    #[cfg(test)]
+    pub(crate) fn for_tests(principal: Principal, roles: Roles) -> Self {
+        ConnectionInfo {
+            inner: Arc::new(Details {
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                local_addr: None,
+                protocol_version: None,
+                cipher_suite: None,
+                alpn_protocol: None,
+                server_name: None,
+                handshake_kind: None,
+                principal: Some(principal),
+                roles,
+            }),
+        }
+    }
+
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.peer_addr

@@ -68,7 +68,8 @@ pub mod spiffe;
 
 pub use acceptor::{AcceptError, DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, MtlsAcceptor};
 pub use authorize::{
-    AllowAnyVerified, AuthContext, Authorizer, Decision, allow_any_verified, authorize_fn,
+    AllowAnyVerified, AuthContext, Authorizer, Decision, Matcher, PolicyError, Reason,
+    ReloadablePolicy, Rule, RuleSet, allow_any_verified, authorize_fn,
 };
 pub use config::{
     ClientAuth, ConfigError, MtlsConfig, MtlsConfigBuilder, RevocationScope, TlsVersions,

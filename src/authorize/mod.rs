@@ -29,7 +29,21 @@
 //! }));
 //! # async fn lookup(_: [u8; 32]) -> bool { true }
 //! ```
+//!
+//! # The toolkit
+//! - [`Matcher`] ([`matchers`]): conditions on typed identity fields — SPIFFE ID, SANs,
+//!   subject attributes, issuer RDNs, pins, serial, roles — combined with [`any`], [`all`],
+//!   [`not`], [`Matcher::and`], [`Matcher::or`], and explained by [`Matcher::explain`].
+//! - [`RequestMatcher`] and [`PathPattern`] ([`request`]): method, path (exact, prefix, glob),
+//!   gRPC method.
+//! - [`Rule`] and [`RuleSet`] ([`rules`]): DENY first, then ALLOW, deny when nothing matches; a
+//!   `RuleSet` is an `Authorizer` and decides without allocating.
+//! - [`RuleSet::from_toml_str`] ([`policy`]): the same rules from a policy file, every problem
+//!   reported; [`ReloadablePolicy`] ([`reload`]) swaps them at runtime.
+//! - Role conventions ([`roles`]), a [`DecisionCache`] for asynchronous authorizers
+//!   ([`cache`]), and [`Shadow`] to dry-run a policy next to the enforcing one ([`shadow`]).
 
+pub mod cache;
 pub mod combinators;
 pub mod matchers;
 pub mod policy;
@@ -38,9 +52,11 @@ pub mod reload;
 pub mod request;
 pub mod roles;
 pub mod rules;
+pub mod shadow;
 #[cfg(test)]
 mod testing;
 
+pub use cache::{CacheStats, CachedDecision, DecisionCache, MethodAndPath, RequestClassifier};
 pub use combinators::{MatchExplanation, all, any, not};
 pub use matchers::{Matcher, MatcherError, parse_sha256_hex};
 pub use policy::{PolicyError, PolicyErrorKind, PolicyProblem, RuleLocation};
@@ -51,6 +67,7 @@ pub use roles::{KubernetesRoles, OrganizationalUnitRoles, SpiffeServiceAccountRo
 pub use rules::{
     Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
 };
+pub use shadow::{Shadow, ShadowCounters, ShadowCounts, ShadowDecision};
 
 use std::future::{Future, IntoFuture, Ready, ready};
 use std::sync::Arc;

@@ -17,6 +17,7 @@ pub(crate) struct CertSpec {
     pub uris: Vec<&'static str>,
     pub emails: Vec<&'static str>,
     pub ips: Vec<IpAddr>,
+    pub not_after: Option<time::OffsetDateTime>,
 }
 
 pub(crate) fn principal(spec: CertSpec) -> Principal {
@@ -53,6 +54,10 @@ pub(crate) fn principal(spec: CertSpec) -> Principal {
         )
         .chain(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.subject_alt_names = sans.collect();
+    if let Some(not_after) = spec.not_after {
+        params.not_before = not_after - time::Duration::days(2);
+        params.not_after = not_after;
+    }
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let der: CertificateDer<'static> = cert.der().clone();
@@ -63,4 +68,33 @@ pub(crate) fn principal(spec: CertSpec) -> Principal {
 pub(crate) fn shared_principal() -> &'static Principal {
     static P: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
     P.get_or_init(|| principal(CertSpec::default()))
+}
+
+/// A request as an authorizer sees it, on a connection of `principal`.
+pub(crate) struct TestRequest {
+    pub connection: crate::ConnectionInfo,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+}
+
+impl TestRequest {
+    pub(crate) fn new(principal: &Principal, method: http::Method, path: &'static str) -> Self {
+        TestRequest {
+            connection: crate::ConnectionInfo::for_tests(principal.clone(), crate::Roles::none()),
+            method,
+            uri: http::Uri::from_static(path),
+            headers: http::HeaderMap::new(),
+        }
+    }
+
+    pub(crate) fn context(&self) -> crate::AuthContext<'_> {
+        crate::AuthContext {
+            principal: self.connection.principal().unwrap(),
+            connection: &self.connection,
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+        }
+    }
 }
