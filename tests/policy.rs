@@ -3,17 +3,13 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
+use common::permission_store::PermissionStore;
 use common::{Setup, client, start, start_acceptor, whoami};
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_mtls::authorize::{DecisionCache, OrganizationalUnitRoles, PathPattern};
 use tower_mtls::{
-    AuthContext, ClientAuth, Decision, Matcher, MtlsAcceptor, MtlsAuthLayer, ReloadablePolicy,
-    Rule, RuleSet,
+    ClientAuth, Matcher, MtlsAcceptor, MtlsAuthLayer, ReloadablePolicy, Rule, RuleSet,
 };
 
 const EXAMPLE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.toml");
@@ -93,21 +89,6 @@ async fn rules_match_roles_computed_per_connection() {
     );
 }
 
-/// A permission store with the shape of a database: owned keys in, awaited answer out.
-#[derive(Clone, Default)]
-struct PermissionStore {
-    grants: Arc<HashSet<(String, String)>>,
-    lookups: Arc<AtomicUsize>,
-}
-
-impl PermissionStore {
-    async fn is_granted(&self, identity: String, permission: String) -> bool {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        tokio::task::yield_now().await;
-        self.grants.contains(&(identity, permission))
-    }
-}
-
 #[tokio::test]
 async fn cached_permission_store_is_asked_once_per_certificate_and_request() {
     common::init_tracing();
@@ -117,25 +98,9 @@ async fn cached_permission_store_is_asked_once_per_certificate_and_request() {
     let alice_id = tower_mtls::Principal::from_verified_chain(&alice.chain)
         .unwrap()
         .to_string();
-    let store = PermissionStore {
-        grants: Arc::new(HashSet::from([(alice_id, "GET /reports".to_owned())])),
-        lookups: Arc::default(),
-    };
-    let lookups = store.lookups.clone();
-    let lookup = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| {
-        let store = store.clone();
-        let identity = ctx.principal().to_string();
-        let permission = format!("{} {}", ctx.method(), ctx.path());
-        async move {
-            if store.is_granted(identity, permission).await {
-                Decision::allow("granted")
-            } else {
-                Decision::deny("not granted")
-            }
-        }
-    });
+    let store = PermissionStore::granting([(alice_id, "GET /reports".to_owned())]);
     let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(DecisionCache::new(lookup)))
+        .layer(MtlsAuthLayer::new(DecisionCache::new(store.authorizer())))
         .service_fn(whoami);
     let (addr, _server) = start(setup.config(ClientAuth::Required), service).await;
 
@@ -149,7 +114,7 @@ async fn cached_permission_store_is_asked_once_per_certificate_and_request() {
             StatusCode::FORBIDDEN
         );
     }
-    assert_eq!(lookups.load(Ordering::SeqCst), 2, "one lookup per client");
+    assert_eq!(store.queries(), 2, "one lookup per client");
 }
 
 #[tokio::test]
