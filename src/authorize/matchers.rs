@@ -360,7 +360,7 @@ impl fmt::Display for Matcher {
 }
 
 /// Parses 64 hex digits (colons allowed, as `openssl x509 -fingerprint` prints them).
-pub fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
+pub(crate) fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
     let digits: String = value.chars().filter(|c| *c != ':').collect();
     let mut out = [0u8; 32];
     hex::decode_to_slice(&digits, &mut out).map_err(|_| MatcherError::Sha256 {

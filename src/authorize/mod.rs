@@ -58,7 +58,7 @@ mod testing;
 
 pub use cache::{CacheStats, CachedDecision, DecisionCache, MethodAndPath, RequestClassifier};
 pub use combinators::{MatchExplanation, all, any, not};
-pub use matchers::{Matcher, MatcherError, parse_sha256_hex};
+pub use matchers::{Matcher, MatcherError};
 pub use policy::{PolicyError, PolicyErrorKind, PolicyProblem, RuleLocation};
 pub use reason::Reason;
 pub use reload::ReloadablePolicy;
