@@ -31,6 +31,14 @@ const SHORT_NAMES: &[(&str, &str)] = &[
     ("0.9.2342.19200300.100.1.1", "UID"),
 ];
 
+/// The dotted OID of an RFC 4514 short name (`CN`, `o`, `OU`, ...; case-insensitive).
+pub(crate) fn oid_of_short_name(name: &str) -> Option<&'static str> {
+    SHORT_NAMES
+        .iter()
+        .find(|(_, short)| short.eq_ignore_ascii_case(name))
+        .map(|(oid, _)| *oid)
+}
+
 /// A parsed distinguished name (subject or issuer).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DistinguishedName {

@@ -29,8 +29,46 @@
 //! }));
 //! # async fn lookup(_: [u8; 32]) -> bool { true }
 //! ```
+//!
+//! # The toolkit
+//! - [`Matcher`] ([`matchers`]): conditions on typed identity fields — SPIFFE ID, SANs,
+//!   subject attributes, issuer RDNs, pins, serial, roles — combined with [`any`], [`all`],
+//!   [`not`], [`Matcher::and`], [`Matcher::or`], and explained by [`Matcher::explain`].
+//! - [`RequestMatcher`] and [`PathPattern`] ([`request`]): method, path (exact, prefix, glob),
+//!   gRPC method.
+//! - [`Rule`] and [`RuleSet`] ([`rules`]): DENY first, then ALLOW, deny when nothing matches; a
+//!   `RuleSet` is an `Authorizer` and decides without allocating.
+//! - [`RuleSet::from_toml_str`] ([`policy`]): the same rules from a policy file, every problem
+//!   reported; [`ReloadablePolicy`] ([`reload`]) swaps them at runtime.
+//! - Role conventions ([`roles`]), a [`DecisionCache`] for asynchronous authorizers
+//!   ([`cache`]), and [`Shadow`] to dry-run a policy next to the enforcing one ([`shadow`]).
 
-use std::borrow::Cow;
+pub mod cache;
+pub mod combinators;
+pub mod matchers;
+pub mod policy;
+pub mod reason;
+pub mod reload;
+pub mod request;
+pub mod roles;
+pub mod rules;
+pub mod shadow;
+#[cfg(test)]
+mod testing;
+
+pub use cache::{CacheStats, CachedDecision, DecisionCache, MethodAndPath, RequestClassifier};
+pub use combinators::{MatchExplanation, all, any, not};
+pub use matchers::{Matcher, MatcherError};
+pub use policy::{PolicyError, PolicyErrorKind, PolicyProblem, RuleLocation};
+pub use reason::Reason;
+pub use reload::ReloadablePolicy;
+pub use request::{PathPattern, RequestMatcher};
+pub use roles::{KubernetesRoles, OrganizationalUnitRoles, SpiffeServiceAccountRoles};
+pub use rules::{
+    Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
+};
+pub use shadow::{Shadow, ShadowCounters, ShadowCounts, ShadowDecision};
+
 use std::future::{Future, IntoFuture, Ready, ready};
 use std::sync::Arc;
 
@@ -94,25 +132,25 @@ pub enum Decision {
     /// The request may proceed.
     Allow {
         /// Why, for logs and `explain`.
-        reason: Cow<'static, str>,
+        reason: Reason,
     },
     /// The request is refused with 403 / `PERMISSION_DENIED`.
     Deny {
         /// Why, for logs and `explain`.
-        reason: Cow<'static, str>,
+        reason: Reason,
     },
 }
 
 impl Decision {
-    /// Allow, with a reason. A `&'static str` reason costs no allocation.
-    pub fn allow(reason: impl Into<Cow<'static, str>>) -> Self {
+    /// Allow, with a reason. A `&'static str` or an `Arc<str>` reason costs no allocation.
+    pub fn allow(reason: impl Into<Reason>) -> Self {
         Decision::Allow {
             reason: reason.into(),
         }
     }
 
     /// Deny, with a reason.
-    pub fn deny(reason: impl Into<Cow<'static, str>>) -> Self {
+    pub fn deny(reason: impl Into<Reason>) -> Self {
         Decision::Deny {
             reason: reason.into(),
         }

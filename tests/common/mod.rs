@@ -3,6 +3,8 @@
 
 #[path = "../../examples/support/client.rs"]
 pub mod client;
+#[path = "../../examples/support/permission_store.rs"]
+pub mod permission_store;
 #[path = "../../examples/support/pki.rs"]
 pub mod pki;
 

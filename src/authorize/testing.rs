@@ -1,0 +1,100 @@
+//! Test-only principals minted with rcgen: a self-signed leaf with exactly the fields a test
+//! names (Principal parsing does not verify; these never reach a handshake).
+
+use std::net::IpAddr;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use rustls::pki_types::CertificateDer;
+
+use crate::principal::Principal;
+
+#[derive(Default)]
+pub(crate) struct CertSpec {
+    pub cn: Option<&'static str>,
+    pub o: Option<&'static str>,
+    pub ous: Vec<&'static str>,
+    pub dns: Vec<&'static str>,
+    pub uris: Vec<&'static str>,
+    pub emails: Vec<&'static str>,
+    pub ips: Vec<IpAddr>,
+    pub not_after: Option<time::OffsetDateTime>,
+}
+
+pub(crate) fn principal(spec: CertSpec) -> Principal {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::OrganizationName,
+        spec.o.unwrap_or("tower-mtls test"),
+    );
+    for (i, ou) in spec.ous.iter().enumerate() {
+        // rcgen keeps one value per type; further OUs go in under the OU OID as a custom type.
+        let kind = if i == 0 {
+            DnType::OrganizationalUnitName
+        } else {
+            DnType::CustomDnType(vec![2, 5, 4, 11])
+        };
+        dn.push(kind, *ou);
+    }
+    dn.push(DnType::CommonName, spec.cn.unwrap_or("test"));
+    params.distinguished_name = dn;
+    let sans = spec
+        .dns
+        .iter()
+        .map(|d| SanType::DnsName((*d).try_into().unwrap()))
+        .chain(
+            spec.uris
+                .iter()
+                .map(|u| SanType::URI((*u).try_into().unwrap())),
+        )
+        .chain(
+            spec.emails
+                .iter()
+                .map(|e| SanType::Rfc822Name((*e).try_into().unwrap())),
+        )
+        .chain(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = sans.collect();
+    if let Some(not_after) = spec.not_after {
+        params.not_before = not_after - time::Duration::days(2);
+        params.not_after = not_after;
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der: CertificateDer<'static> = cert.der().clone();
+    Principal::from_verified_chain(&[der]).unwrap()
+}
+
+/// One default principal for the whole test run (minting a key per proptest case is slow).
+pub(crate) fn shared_principal() -> &'static Principal {
+    static P: std::sync::OnceLock<Principal> = std::sync::OnceLock::new();
+    P.get_or_init(|| principal(CertSpec::default()))
+}
+
+/// A request as an authorizer sees it, on a connection of `principal`.
+pub(crate) struct TestRequest {
+    pub connection: crate::ConnectionInfo,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+}
+
+impl TestRequest {
+    pub(crate) fn new(principal: &Principal, method: http::Method, path: &'static str) -> Self {
+        TestRequest {
+            connection: crate::ConnectionInfo::for_tests(principal.clone(), crate::Roles::none()),
+            method,
+            uri: http::Uri::from_static(path),
+            headers: http::HeaderMap::new(),
+        }
+    }
+
+    pub(crate) fn context(&self) -> crate::AuthContext<'_> {
+        crate::AuthContext {
+            principal: self.connection.principal().unwrap(),
+            connection: &self.connection,
+            method: &self.method,
+            uri: &self.uri,
+            headers: &self.headers,
+        }
+    }
+}
