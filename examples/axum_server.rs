@@ -23,7 +23,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_mtls::{AuthContext, ConnectionInfo, MtlsAuthLayer, Principal};
+use tower_mtls::authorize::ReloadablePolicy;
+use tower_mtls::{AuthContext, Authorizer, ConnectionInfo, MtlsAuthLayer, Principal};
 
 use server::AdminRule;
 
@@ -76,7 +77,17 @@ async fn log_request(info: Option<ConnectionInfo>, req: Request, next: Next) -> 
 
 /// The application: `/healthz` public, the rest behind the layer.
 pub fn app(rule: AdminRule) -> Router {
-    let authz = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| rule.decide(ctx, "/admin"));
+    app_with(tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| {
+        rule.decide(ctx, "/admin")
+    }))
+}
+
+/// The application with any authorizer (`--policy` passes a reloadable policy file).
+pub fn app_with<A>(authz: A) -> Router
+where
+    A: Authorizer + Send + Sync + 'static,
+    A::Future: Send + 'static,
+{
     let protected = Router::new()
         .route("/whoami", get(whoami))
         .route("/admin", get(admin))
@@ -92,11 +103,30 @@ pub fn app(rule: AdminRule) -> Router {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (args, listener) = match server::start("axum_server", false).await {
-        Ok(started) => started,
+    let (args, config) = match server::configure("axum_server", false) {
+        Ok(configured) => configured,
         Err(code) => return code,
     };
-    let app = app(AdminRule::from_args(&args));
+    // `--policy` replaces the --admin-* rules; SIGHUP reloads it (a bad file is refused and
+    // the rules in force stay).
+    let policy = match &args.policy {
+        Some(path) => match ReloadablePolicy::from_toml_file(path) {
+            Ok(policy) => Some(policy),
+            Err(err) => return server::usage_error(format!("{}: {err}", path.display())),
+        },
+        None => None,
+    };
+    let listener = match server::bind("axum_server", &args, config).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    let app = match (&policy, &args.policy) {
+        (Some(policy), Some(path)) => {
+            reload_on_sighup(policy.clone(), path.clone());
+            app_with(policy.clone())
+        }
+        _ => app(AdminRule::from_args(&args)),
+    };
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<ConnectionInfo>(),
@@ -111,3 +141,23 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(unix)]
+fn reload_on_sighup(policy: ReloadablePolicy, path: std::path::PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the policy will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // `reload_file` logs and keeps the old rules when the new file is bad.
+            if policy.reload_file(&path).is_ok() {
+                tracing::info!(file = %path.display(), "policy reloaded");
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_policy: ReloadablePolicy, _path: std::path::PathBuf) {}

@@ -209,3 +209,77 @@ async fn required_mode_refuses_certificate_less_handshakes() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn axum_server_policy_file_gives_the_same_outcomes_as_the_flags() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc_params = common::pki::client_params("svc", &["services"]);
+    svc_params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://example.org/admin".try_into().unwrap(),
+    )];
+    let clients = [
+        setup.ca.client("alice", &["admins"]),
+        setup.ca.client("bob", &["users"]),
+        setup.ca.issue(svc_params),
+    ];
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.toml");
+    let mut with_flags = files(&setup, &dir);
+    with_flags.extend(["--admin-spiffe".into(), "spiffe://example.org/admin".into()]);
+    let mut with_policy = files(&setup, &dir);
+    with_policy.extend(["--policy".into(), policy.into()]);
+    let flags = start("axum_server", &with_flags);
+    let policy = start("axum_server", &with_policy);
+
+    let mut outcomes = Vec::new();
+    for id in &clients {
+        for path in ["/whoami", "/admin", "/admin/x", "/missing", "/healthz"] {
+            let a = client::get_once(flags.addr, setup.client(Some(id)), path)
+                .await
+                .unwrap();
+            let b = client::get_once(policy.addr, setup.client(Some(id)), path)
+                .await
+                .unwrap();
+            assert_eq!(a.status, b.status, "{path}");
+            outcomes.push(a.status.as_u16());
+        }
+    }
+    // alice, bob, svc × whoami, admin, admin/x, missing, healthz
+    assert_eq!(
+        outcomes,
+        [
+            200, 200, 404, 404, 200, 200, 403, 403, 404, 200, 200, 200, 404, 404, 200
+        ]
+    );
+}
+
+#[test]
+fn a_bad_policy_file_exits_2_naming_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [[rule]]
+        name = "a"
+        action = "allowed"
+
+        [[rule]]
+        name = "b"
+        action = "allow"
+        principal.spiffe_id = "spiffe://Example.org/x"
+        "#,
+    )
+    .unwrap();
+    let (code, stderr) = run_to_exit("axum_server", &["--policy", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    for problem in ["\"a\"", "\"b\""] {
+        assert!(
+            stderr.contains(problem),
+            "the message must name rule {problem}: {stderr}"
+        );
+    }
+    let (code, stderr) = run_to_exit("hyper_server", &["--policy", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+}

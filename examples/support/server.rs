@@ -61,6 +61,13 @@ pub enum Mode {
 /// `name` (`grpc` selects the printed client commands). Every failure is printed and becomes exit
 /// code 2.
 pub async fn start(name: &str, grpc: bool) -> Result<(Args, MtlsListener), ExitCode> {
+    let (args, config) = configure(name, grpc)?;
+    let listener = bind(name, &args, config).await?;
+    Ok((args, listener))
+}
+
+/// The first half of [`start`]: flags, logging, TLS configuration.
+pub fn configure(name: &str, grpc: bool) -> Result<(Args, MtlsConfig), ExitCode> {
     let args = Args::parse();
     init_tracing();
     if args.policy.is_some() && name != "axum_server" {
@@ -70,12 +77,17 @@ pub async fn start(name: &str, grpc: bool) -> Result<(Args, MtlsListener), ExitC
         .map_err(usage_error)?
         .build()
         .map_err(usage_error)?;
+    Ok((args, config))
+}
+
+/// The second half of [`start`]: the listener.
+pub async fn bind(name: &str, args: &Args, config: MtlsConfig) -> Result<MtlsListener, ExitCode> {
     let listener = MtlsListener::bind(args.listen, MtlsAcceptor::new(config))
         .await
         .map_err(|err| usage_error(format!("cannot listen on {}: {err}", args.listen)))?;
     println!("{name} listening on {}", listener.local_addr());
     tracing::info!(addr = %listener.local_addr(), "{name} listening");
-    Ok((args, listener))
+    Ok(listener)
 }
 
 /// Waits for Ctrl-C.
@@ -235,9 +247,14 @@ impl AdminRule {
                 .is_some_and(|id| self.spiffe_ids.contains(id))
     }
 
-    /// Admins only for `admin_path`; any verified client elsewhere.
+    /// Admins only for `admin_path` and below it (`/admin/x`, not `/administrator`); any
+    /// verified client elsewhere.
     pub fn decide(&self, ctx: &AuthContext<'_>, admin_path: &str) -> Decision {
-        if ctx.path() != admin_path {
+        let path = ctx.path();
+        let under_admin = path
+            .strip_prefix(admin_path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !under_admin {
             Decision::allow("verified client")
         } else if self.is_admin(ctx.principal()) {
             Decision::allow("admin OU or SPIFFE ID")

@@ -528,16 +528,29 @@ mod tests {
             ..CertSpec::default()
         });
         let get = Method::GET;
+        // Like the flags: everything but /admin goes on to the router (404/405 there).
         for p in [&alice, &bob, &admin_workload] {
             assert!(rules.decide(p, &none, &get, "/healthz").is_allowed());
             assert!(rules.decide(p, &none, &get, "/whoami").is_allowed());
             assert!(
-                !rules
+                rules
                     .decide(p, &none, &Method::POST, "/whoami")
                     .is_allowed()
             );
-            assert!(!rules.decide(p, &none, &get, "/other").is_allowed());
+            assert!(rules.decide(p, &none, &get, "/other").is_allowed());
         }
+        assert!(
+            !rules
+                .decide(&bob, &none, &Method::POST, "/admin")
+                .is_allowed()
+        );
+        assert!(!rules.decide(&bob, &none, &get, "/admin/").is_allowed());
+        assert!(!rules.decide(&bob, &none, &get, "/admin/x").is_allowed());
+        assert!(
+            rules
+                .decide(&bob, &none, &get, "/administrator")
+                .is_allowed()
+        );
         assert!(rules.decide(&alice, &none, &get, "/admin").is_allowed());
         assert!(
             rules
