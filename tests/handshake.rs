@@ -344,3 +344,18 @@ async fn garbage_instead_of_a_client_hello() {
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn stale_crl_is_refused_only_when_expiry_is_enforced() {
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let stale = setup
+        .ca
+        .crl_until(&[], OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let enforced = setup
+        .builder()
+        .crl_pem(stale.clone())
+        .enforce_crl_expiry(true);
+    assert_refused(enforced, &setup, Some(&alice), HandshakeFailure::ExpiredCrl).await;
+    assert_accepted(setup.builder().crl_pem(stale), &setup, &alice).await;
+}

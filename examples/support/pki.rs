@@ -179,6 +179,15 @@ impl Ca {
 
     /// A CRL revoking these certificates (leaves or intermediates).
     pub fn crl_of(&self, revoked: &[&CertificateDer<'static>]) -> String {
+        self.crl_until(revoked, OffsetDateTime::now_utc() + Duration::days(7))
+    }
+
+    /// A CRL whose `nextUpdate` is `next_update` (in the past for a stale CRL).
+    pub fn crl_until(
+        &self,
+        revoked: &[&CertificateDer<'static>],
+        next_update: OffsetDateTime,
+    ) -> String {
         use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams};
         let now = OffsetDateTime::now_utc();
         let revoked_certs = revoked
@@ -195,8 +204,8 @@ impl Ca {
             })
             .collect();
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(7),
+            this_update: (now - Duration::minutes(5)).min(next_update - Duration::minutes(1)),
+            next_update,
             crl_number: random_serial(),
             issuing_distribution_point: None,
             revoked_certs,
