@@ -40,6 +40,11 @@ impl Files {
     }
 }
 
+/// A PEM block of `label` around DER that is a valid SEQUENCE but nothing of that kind.
+fn junk_pem(label: &str) -> String {
+    pem::encode(&pem::Pem::new(label, vec![0x30, 0x03, 0x02, 0x01, 0x00]))
+}
+
 fn names(err: &ConfigError, path: &Path) {
     let message = err.to_string();
     assert!(
@@ -135,10 +140,7 @@ fn corrupt_pem() {
 fn pem_that_is_not_a_certificate() {
     let setup = Setup::new();
     let files = Files::new(&setup);
-    let der = pem::encode(&pem::Pem::new(
-        "CERTIFICATE",
-        vec![0x30, 0x03, 0x02, 0x01, 0x01],
-    ));
+    let der = junk_pem("CERTIFICATE");
     let bad = files.write("garbage-cert.pem", &der);
     let err = files
         .builder()
@@ -171,10 +173,7 @@ fn key_that_does_not_match_the_certificate() {
 fn unusable_key() {
     let setup = Setup::new();
     let files = Files::new(&setup);
-    let junk = pem::encode(&pem::Pem::new(
-        "PRIVATE KEY",
-        vec![0x30, 0x03, 0x02, 0x01, 0x00],
-    ));
+    let junk = junk_pem("PRIVATE KEY");
     let bad = files.write("junk-key.pem", &junk);
     let err = files
         .builder()
@@ -213,10 +212,7 @@ fn ca_bundle_holding_a_leaf() {
 fn malformed_crl() {
     let setup = Setup::new();
     let files = Files::new(&setup);
-    let junk = pem::encode(&pem::Pem::new(
-        "X509 CRL",
-        vec![0x30, 0x03, 0x02, 0x01, 0x00],
-    ));
+    let junk = junk_pem("X509 CRL");
     let bad = files.write("bad.crl", &junk);
     let err = files.builder().crl_pem_file(&bad).build().unwrap_err();
     assert!(matches!(&err, ConfigError::BadCrl { .. }), "{err}");
