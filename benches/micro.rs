@@ -14,9 +14,12 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::service_fn;
+use tower::util::MapRequestLayer;
 use tower_http::add_extension::AddExtension;
 use tower_layer::Layer;
-use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, Principal, authorize_fn};
+use tower_mtls::{
+    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, Principal, authorize_fn,
+};
 
 use support::Pki;
 
@@ -58,6 +61,26 @@ fn per_request(c: &mut Criterion) {
         MtlsAuthLayer::new(authorize_fn(support::ou_matcher)).layer(service),
         info.clone(),
     );
+    // Two hand-written lower bounds that explain the layer's cost: only find the principal
+    // (what any identity check must do), and find it and insert a clone (what makes
+    // `extensions().get::<Principal>()` work in handlers).
+    let mut lookup_only = AddExtension::new(
+        MapRequestLayer::new(|req: Request<()>| {
+            assert!(principal_of(&req).is_some());
+            req
+        })
+        .layer(service),
+        info.clone(),
+    );
+    let mut lookup_insert = AddExtension::new(
+        MapRequestLayer::new(|mut req: Request<()>| {
+            let principal = principal_of(&req).cloned().expect("principal");
+            req.extensions_mut().insert(principal);
+            req
+        })
+        .layer(service),
+        info.clone(),
+    );
     // Measure the allow path, not a rejection.
     assert_eq!(
         support::call_now(&mut allow_any, Request::new(())).status(),
@@ -72,6 +95,12 @@ fn per_request(c: &mut Criterion) {
     group.bench_function("connection_info", |b| {
         b.iter(|| support::call_now(&mut connection, Request::new(())))
     });
+    group.bench_function("connection_info_find_principal", |b| {
+        b.iter(|| support::call_now(&mut lookup_only, Request::new(())))
+    });
+    group.bench_function("connection_info_find_and_insert_principal", |b| {
+        b.iter(|| support::call_now(&mut lookup_insert, Request::new(())))
+    });
     group.bench_function("connection_info_layer_allow_any_verified", |b| {
         b.iter(|| support::call_now(&mut allow_any, Request::new(())))
     });
@@ -79,6 +108,12 @@ fn per_request(c: &mut Criterion) {
         b.iter(|| support::call_now(&mut ou, Request::new(())))
     });
     group.finish();
+}
+
+fn principal_of<B>(req: &Request<B>) -> Option<&Principal> {
+    req.extensions()
+        .get::<ConnectionInfo>()
+        .and_then(ConnectionInfo::principal)
 }
 
 fn handshake(c: &mut Criterion) {
