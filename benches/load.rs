@@ -16,7 +16,7 @@
 //! cargo bench --all-features --bench load -- memory
 //! cargo bench --all-features --bench load -- all
 //! cargo bench --all-features --bench load -- --quick            # smoke check, a few seconds
-//! options: --rounds N  --secs S  --conns N  --memory-conns N
+//! options: --rounds N  --secs S  --conns N  --memory-conns N  --only bare|mtls (to profile)
 //! ```
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it prints how to run it and exits.
@@ -105,6 +105,8 @@ struct Options {
     conns: usize,
     handshake_conns: usize,
     memory_conns: usize,
+    /// Run one stack only (for profiling one side with perf).
+    only: Option<Stack>,
 }
 
 impl Options {
@@ -119,6 +121,7 @@ impl Options {
             conns: 32,
             handshake_conns: 8,
             memory_conns: if quick { 100 } else { 1_000 },
+            only: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -137,6 +140,13 @@ impl Options {
                 "--conns" => o.conns = number("--conns").max(1.0) as usize,
                 "--memory-conns" => {
                     o.memory_conns = (number("--memory-conns") as usize).clamp(1, MAX_MEMORY_CONNS)
+                }
+                "--only" => {
+                    o.only = match it.next().map(String::as_str) {
+                        Some("bare") => Some(Stack::Bare),
+                        Some("mtls") => Some(Stack::Mtls),
+                        other => panic!("--only bare|mtls, got {other:?}"),
+                    }
                 }
                 _ => {} // --bench, --quick, filters from cargo
             }
@@ -389,6 +399,9 @@ where
             [Stack::Mtls, Stack::Bare]
         };
         for stack in order {
+            if options.only.is_some_and(|only| only != stack) {
+                continue;
+            }
             let mut r = run(stack).await;
             r.latencies.sort();
             let resumed = if r.resumed > 0 {
@@ -409,6 +422,9 @@ where
         }
     }
     let [a, b] = &all;
+    if a.is_empty() || b.is_empty() {
+        return;
+    }
     let med = |rs: &[Round], f: &dyn Fn(&Round) -> f64| median(rs.iter().map(f).collect());
     let rate_ratio = median(a.iter().zip(b).map(|(a, b)| b.rate() / a.rate()).collect());
     let cpu_ratio = median(
