@@ -6,42 +6,19 @@
 //!
 //! Before timing, it also counts heap allocations per decision (there should be none).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::System;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower_mtls::{Principal, Roles, RuleSet};
 
-/// Counts allocations so the bench can show that a decision makes none. The library itself
-/// forbids `unsafe`; implementing `GlobalAlloc` needs it, and this one only forwards to `System`.
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards unchanged to the system allocator.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts allocations so the bench can show that a decision makes none.
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// 10 DENY rules that look at every request, 89 service rules (path prefix + OU or SPIFFE
 /// prefix), and a health rule: 100 in all.
@@ -83,11 +60,12 @@ fn principal(ou: &str, spiffe: &str) -> Principal {
 
 fn allocations_per_decision(rules: &RuleSet, p: &Principal, roles: &Roles, path: &str) -> f64 {
     const N: usize = 10_000;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let region = Region::new(GLOBAL);
     for _ in 0..N {
         black_box(rules.decide(black_box(p), roles, &Method::GET, black_box(path)));
     }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64
+    let change = region.change();
+    (change.allocations + change.reallocations) as f64 / N as f64
 }
 
 fn decisions(c: &mut Criterion) {

@@ -126,7 +126,17 @@ impl Ca {
 
     /// Issues a leaf from `params`, with a fresh P-256 key.
     pub fn issue(&self, params: CertificateParams) -> Identity {
-        let key = KeyPair::generate().expect("key generation");
+        self.issue_with_key_alg(params, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// Issues a leaf from `params`, with a fresh key for `alg` (for example
+    /// `rcgen::PKCS_RSA_SHA256` for RSA-2048).
+    pub fn issue_with_key_alg(
+        &self,
+        params: CertificateParams,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Identity {
+        let key = KeyPair::generate_for(alg).expect("key generation");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         Identity {
             chain: vec![cert.der().clone()],
@@ -151,6 +161,16 @@ impl Ca {
     /// A client certificate with `cn` and `ous`.
     pub fn client(&self, cn: &str, ous: &[&str]) -> Identity {
         self.issue(client_params(cn, ous))
+    }
+
+    /// A client certificate with `cn` and `ous`, with a key for `alg`.
+    pub fn client_with_key_alg(
+        &self,
+        cn: &str,
+        ous: &[&str],
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Identity {
+        self.issue_with_key_alg(client_params(cn, ous), alg)
     }
 
     /// A server certificate for `localhost`, `127.0.0.1` and `::1`.
