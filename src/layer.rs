@@ -29,7 +29,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::authorize::{AuthContext, Authorizer, Decision};
+use crate::authorize::{AuthContext, Authorizer, Decision, Verdict};
 use crate::connection::ConnectionInfo;
 use crate::principal::Principal;
 use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
@@ -170,7 +170,7 @@ where
             }
         };
 
-        let decision = self.authorizer.authorize(&AuthContext {
+        let verdict = self.authorizer.authorize(&AuthContext {
             principal,
             connection,
             method: req.method(),
@@ -179,22 +179,63 @@ where
         });
         let principal = principal.clone();
         let peer = connection.peer_addr();
-        // Call the instance that `poll_ready` readied; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            state: State::Authorizing {
-                decision,
-                pending: Some(Pending {
-                    inner,
-                    request: req,
-                    principal,
-                    peer,
-                    responder: self.responder.clone(),
-                }),
+        match verdict {
+            // Decided on the spot: call the readied inner service right here, with no state
+            // machine holding the request in between.
+            Verdict::Now(decision) => match decision {
+                Decision::Allow { .. } => {
+                    let mut req = req;
+                    req.extensions_mut().insert(principal);
+                    ResponseFuture {
+                        state: State::Calling {
+                            future: self.inner.call(req),
+                        },
+                    }
+                }
+                Decision::Deny { reason } => ResponseFuture {
+                    state: State::Rejected {
+                        response: Some(forbidden(&self.responder, peer, &principal, &reason, &req)),
+                    },
+                },
             },
+            Verdict::Later(decision) => {
+                // Call the instance that `poll_ready` readied, later; leave a fresh clone here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Authorizing {
+                        decision,
+                        pending: Some(Pending {
+                            inner,
+                            request: req,
+                            principal,
+                            peer,
+                            responder: self.responder.clone(),
+                        }),
+                    },
+                }
+            }
         }
     }
+}
+
+/// Logs a denial and builds its 403.
+fn forbidden<R: Respond<B>, B, ReqBody>(
+    responder: &R,
+    peer: SocketAddr,
+    principal: &Principal,
+    reason: &str,
+    request: &Request<ReqBody>,
+) -> Response<B> {
+    log_rejection(
+        Some(peer),
+        Some(principal),
+        Rejection::Forbidden,
+        reason,
+        request.method(),
+        request.uri().path(),
+    );
+    responder.respond(Rejection::Forbidden, request.headers())
 }
 
 /// Why a request has no verified identity.
@@ -345,17 +386,9 @@ where
                             state.set(State::Calling { future });
                         }
                         Decision::Deny { reason } => {
-                            log_rejection(
-                                Some(peer),
-                                Some(&principal),
-                                Rejection::Forbidden,
-                                &reason,
-                                request.method(),
-                                request.uri().path(),
-                            );
-                            let response =
-                                responder.respond(Rejection::Forbidden, request.headers());
-                            return Poll::Ready(Ok(response));
+                            return Poll::Ready(Ok(forbidden(
+                                &responder, peer, &principal, &reason, &request,
+                            )));
                         }
                     }
                 }

@@ -76,8 +76,8 @@ pub mod tonic;
 
 pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor};
 pub use authorize::{
-    AllowAnyVerified, AuthContext, Authorizer, Decision, Matcher, PolicyError, Reason,
-    ReloadablePolicy, Rule, RuleSet, allow_any_verified, authorize_fn,
+    AllowAnyVerified, AuthContext, Authorizer, Decision, IntoVerdict, Matcher, PolicyError, Reason,
+    ReloadablePolicy, Rule, RuleSet, Verdict, allow_any_verified, authorize_fn,
 };
 pub use config::{
     ClientAuth, ConfigError, MtlsConfig, MtlsConfigBuilder, RevocationScope, TlsVersions,

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::Method;
 use pin_project_lite::pin_project;
 
-use super::{AuthContext, Authorizer, Decision};
+use super::{AuthContext, Authorizer, Decision, Verdict};
 
 /// Computes the request class part of a [`DecisionCache`] key. Closures
 /// `Fn(&AuthContext<'_>) -> K` implement it.
@@ -202,7 +202,7 @@ where
 {
     type Future = CachedDecision<A::Future, C::Class>;
 
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
         let principal = ctx.principal();
         let key = (
             *principal.fingerprint_sha256(),
@@ -214,7 +214,7 @@ where
             match entries.get(&key) {
                 Some((decision, expires)) if *expires > now => {
                     self.shared.hits.fetch_add(1, Ordering::Relaxed);
-                    return CachedDecision::hit(decision.clone());
+                    return Verdict::Now(decision.clone());
                 }
                 Some(_) => {
                     entries.remove(&key);
@@ -237,11 +237,14 @@ where
             expires,
             capacity: self.capacity,
         });
-        CachedDecision {
-            state: State::Miss {
-                inner: self.inner.authorize(ctx),
-                insert,
-            },
+        match self.inner.authorize(ctx) {
+            Verdict::Now(decision) => {
+                if let Some(insert) = insert {
+                    insert.store(&decision);
+                }
+                Verdict::Now(decision)
+            }
+            Verdict::Later(inner) => Verdict::Later(CachedDecision { inner, insert }),
         }
     }
 }
@@ -275,28 +278,11 @@ impl<K: Hash + Eq + Clone> Insert<K> {
 }
 
 pin_project! {
-    /// The future of a [`DecisionCache`] decision.
+    /// The future of a [`DecisionCache`] decision the wrapped authorizer makes asynchronously.
     pub struct CachedDecision<F, K> {
         #[pin]
-        state: State<F, K>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, K> {
-        Hit { decision: Option<Decision> },
-        Miss { #[pin] inner: F, insert: Option<Insert<K>> },
-    }
-}
-
-impl<F, K> CachedDecision<F, K> {
-    fn hit(decision: Decision) -> Self {
-        CachedDecision {
-            state: State::Hit {
-                decision: Some(decision),
-            },
-        }
+        inner: F,
+        insert: Option<Insert<K>>,
     }
 }
 
@@ -308,18 +294,12 @@ where
     type Output = Decision;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
-        match self.project().state.project() {
-            StateProj::Hit { decision } => Poll::Ready(decision.take().unwrap_or_else(|| {
-                Decision::deny("decision cache future polled after completion")
-            })),
-            StateProj::Miss { inner, insert } => {
-                let decision = ready!(inner.poll(cx));
-                if let Some(insert) = insert.take() {
-                    insert.store(&decision);
-                }
-                Poll::Ready(decision)
-            }
+        let this = self.project();
+        let decision = ready!(this.inner.poll(cx));
+        if let Some(insert) = this.insert.take() {
+            insert.store(&decision);
         }
+        Poll::Ready(decision)
     }
 }
 
@@ -350,6 +330,7 @@ mod tests {
 
     async fn decide<A: Authorizer>(a: &A, p: &crate::Principal, path: &'static str) -> Decision {
         a.authorize(&TestRequest::new(p, Method::GET, path).context())
+            .into_future()
             .await
     }
 

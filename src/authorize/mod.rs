@@ -70,7 +70,9 @@ pub use rules::{
 pub use shadow::{Shadow, ShadowCounters, ShadowCounts, ShadowDecision};
 
 use std::future::{Future, IntoFuture, Ready, ready};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::{HeaderMap, Method, Uri};
 
@@ -177,34 +179,132 @@ impl IntoFuture for Decision {
     }
 }
 
+/// What [`Authorizer::authorize`] returns: a decision made on the spot, or a future of one.
+///
+/// Synchronous authorizers answer [`Verdict::Now`], and the layer then calls the inner service
+/// straight from `call`, with no state machine in between; asynchronous ones answer
+/// [`Verdict::Later`].
+#[derive(Debug)]
+pub enum Verdict<F> {
+    /// Decided.
+    Now(Decision),
+    /// Deciding: the future resolves to the decision.
+    Later(F),
+}
+
+/// `.await` a verdict (wrappers that always wait use this).
+impl<F: Future<Output = Decision>> IntoFuture for Verdict<F> {
+    type Output = Decision;
+    type IntoFuture = VerdictFuture<F>;
+    fn into_future(self) -> VerdictFuture<F> {
+        VerdictFuture {
+            state: match self {
+                Verdict::Now(decision) => VerdictState::Now {
+                    decision: Some(decision),
+                },
+                Verdict::Later(future) => VerdictState::Later { future },
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A [`Verdict`] as a future.
+    pub struct VerdictFuture<F> {
+        #[pin]
+        state: VerdictState<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = VerdictStateProj]
+    enum VerdictState<F> {
+        Now { decision: Option<Decision> },
+        Later { #[pin] future: F },
+    }
+}
+
+impl<F: Future<Output = Decision>> Future for VerdictFuture<F> {
+    type Output = Decision;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
+        match self.project().state.project() {
+            VerdictStateProj::Now { decision } => match decision.take() {
+                Some(decision) => Poll::Ready(decision),
+                None => panic!("VerdictFuture polled after completion"),
+            },
+            VerdictStateProj::Later { future } => future.poll(cx),
+        }
+    }
+}
+
+/// What a closure authorizer may return: a [`Decision`] (synchronous) or a future of one.
+pub trait IntoVerdict {
+    /// The future, when deciding takes one.
+    type Future: Future<Output = Decision>;
+    /// The verdict.
+    fn into_verdict(self) -> Verdict<Self::Future>;
+}
+
+impl IntoVerdict for Decision {
+    type Future = Ready<Decision>;
+    fn into_verdict(self) -> Verdict<Ready<Decision>> {
+        Verdict::Now(self)
+    }
+}
+
+impl<F: Future<Output = Decision>> IntoVerdict for F {
+    type Future = F;
+    fn into_verdict(self) -> Verdict<F> {
+        Verdict::Later(self)
+    }
+}
+
 /// Decides whether a verified client may make a request.
 ///
 /// Implemented by closures `Fn(&AuthContext<'_>) -> R` where `R` is a [`Decision`] or a future
-/// of one (see [`authorize_fn`] for type inference), by [`AllowAnyVerified`], and by `Arc`s of
-/// authorizers.
+/// of one (see [`authorize_fn`] for type inference), by [`AllowAnyVerified`], the rule sets and
+/// policies of this module, and by `Arc`s of authorizers.
+///
+/// ```
+/// use std::future::Ready;
+/// use tower_mtls::{AuthContext, Authorizer, Decision, Verdict};
+///
+/// /// Only clients whose certificate carries a SPIFFE ID.
+/// struct WorkloadsOnly;
+///
+/// impl Authorizer for WorkloadsOnly {
+///     type Future = Ready<Decision>; // never used: this one always decides on the spot
+///     fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
+///         Verdict::Now(match ctx.principal().spiffe_id() {
+///             Some(_) => Decision::allow("workload"),
+///             None => Decision::deny("no SPIFFE ID"),
+///         })
+///     }
+/// }
+/// ```
 pub trait Authorizer {
-    /// The future of the decision; `std::future::Ready<Decision>` for synchronous authorizers.
+    /// The future of a decision that is not made on the spot.
     type Future: Future<Output = Decision>;
 
-    /// Decides for one request. Asynchronous authorizers copy what they need from `ctx`
-    /// before awaiting.
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future;
+    /// Decides for one request: [`Verdict::Now`] when it can (no allocation, no future), or
+    /// [`Verdict::Later`] with a future that copied what it needs from `ctx`.
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future>;
 }
 
 impl<F, R> Authorizer for F
 where
     F: Fn(&AuthContext<'_>) -> R,
-    R: IntoFuture<Output = Decision>,
+    R: IntoVerdict,
 {
-    type Future = R::IntoFuture;
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
-        self(ctx).into_future()
+    type Future = R::Future;
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
+        self(ctx).into_verdict()
     }
 }
 
 impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
     type Future = A::Future;
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
         (**self).authorize(ctx)
     }
 }
@@ -213,7 +313,7 @@ impl<A: Authorizer + ?Sized> Authorizer for Arc<A> {
 pub fn authorize_fn<F, R>(f: F) -> F
 where
     F: Fn(&AuthContext<'_>) -> R,
-    R: IntoFuture<Output = Decision>,
+    R: IntoVerdict,
 {
     f
 }
@@ -225,8 +325,8 @@ pub struct AllowAnyVerified;
 
 impl Authorizer for AllowAnyVerified {
     type Future = Ready<Decision>;
-    fn authorize(&self, _ctx: &AuthContext<'_>) -> Self::Future {
-        ready(Decision::allow("any verified client"))
+    fn authorize(&self, _ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
+        Verdict::Now(Decision::allow("any verified client"))
     }
 }
 

@@ -15,13 +15,13 @@
 //! # Ok::<(), tower_mtls::authorize::PolicyError>(())
 //! ```
 
-use std::future::{Ready, ready};
+use std::future::Ready;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::policy::PolicyError;
 use super::rules::RuleSet;
-use super::{AuthContext, Authorizer, Decision};
+use super::{AuthContext, Authorizer, Decision, Verdict};
 
 /// A shared, replaceable [`RuleSet`]. Clones share the same rules; per request it costs an
 /// uncontended read lock.
@@ -90,9 +90,9 @@ impl ReloadablePolicy {
 
 impl Authorizer for ReloadablePolicy {
     type Future = Ready<Decision>;
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
         let rules = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        ready(rules.decide(ctx.principal(), ctx.roles(), ctx.method(), ctx.path()))
+        Verdict::Now(rules.decide(ctx.principal(), ctx.roles(), ctx.method(), ctx.path()))
     }
 }
 

@@ -27,7 +27,7 @@
 //! ```
 
 use std::fmt;
-use std::future::{Ready, ready};
+use std::future::Ready;
 use std::sync::Arc;
 
 use http::Method;
@@ -35,7 +35,7 @@ use http::Method;
 use super::matchers::Matcher;
 use super::reason::Reason;
 use super::request::{PathPattern, RequestMatcher, has_dot_segment};
-use super::{AuthContext, Authorizer, Decision};
+use super::{AuthContext, Authorizer, Decision, Verdict};
 use crate::principal::Principal;
 use crate::roles::Roles;
 
@@ -275,8 +275,8 @@ impl RuleSet {
 
 impl Authorizer for RuleSet {
     type Future = Ready<Decision>;
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
-        ready(self.decide(ctx.principal(), ctx.roles(), ctx.method(), ctx.path()))
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
+        Verdict::Now(self.decide(ctx.principal(), ctx.roles(), ctx.method(), ctx.path()))
     }
 }
 

@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 use http::{Method, Uri};
 use pin_project_lite::pin_project;
 
-use super::{AuthContext, Authorizer, Decision};
+use super::{AuthContext, Authorizer, Decision, Verdict, VerdictFuture};
 use crate::connection::ConnectionInfo;
 
 /// Enforces `E`'s decisions and only logs and counts `S`'s; see the [module docs](self).
@@ -118,22 +118,29 @@ pub struct ShadowCounts {
 }
 
 impl<E: Authorizer, S: Authorizer> Authorizer for Shadow<E, S> {
-    type Future = ShadowDecision<E::Future, S::Future>;
+    type Future = ShadowDecision<VerdictFuture<E::Future>, VerdictFuture<S::Future>>;
 
-    fn authorize(&self, ctx: &AuthContext<'_>) -> Self::Future {
-        ShadowDecision {
-            enforcing: self.enforcing.authorize(ctx),
-            enforced: None,
-            shadow: self.shadow.authorize(ctx),
-            shadowed: None,
-            report: Report {
-                name: self.name.clone(),
-                counters: self.counters.clone(),
-                // Arc and Bytes clones: what the log event needs once both have decided.
-                connection: ctx.connection().clone(),
-                method: ctx.method().clone(),
-                uri: ctx.uri().clone(),
-            },
+    fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
+        let report = Report {
+            name: self.name.clone(),
+            counters: self.counters.clone(),
+            // Arc and Bytes clones: what the log event needs once both have decided.
+            connection: ctx.connection().clone(),
+            method: ctx.method().clone(),
+            uri: ctx.uri().clone(),
+        };
+        match (self.enforcing.authorize(ctx), self.shadow.authorize(ctx)) {
+            (Verdict::Now(enforced), Verdict::Now(shadow)) => {
+                report.record(&enforced, &shadow);
+                Verdict::Now(enforced)
+            }
+            (enforcing, shadow) => Verdict::Later(ShadowDecision {
+                enforcing: enforcing.into_future(),
+                enforced: None,
+                shadow: shadow.into_future(),
+                shadowed: None,
+                report,
+            }),
         }
     }
 }
