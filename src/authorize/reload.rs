@@ -17,24 +17,26 @@
 
 use std::future::Ready;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::policy::PolicyError;
 use super::rules::RuleSet;
 use super::{AuthContext, Authorizer, Decision, Verdict};
 
-/// A shared, replaceable [`RuleSet`]. Clones share the same rules; per request it costs an
-/// uncontended read lock.
+/// A shared, replaceable [`RuleSet`]. Clones share the same rules; per request it costs one
+/// lock-free load (`arc-swap`), whatever the number of cores.
 #[derive(Clone, Debug, Default)]
 pub struct ReloadablePolicy {
-    current: Arc<RwLock<Arc<RuleSet>>>,
+    current: Arc<ArcSwap<RuleSet>>,
 }
 
 impl ReloadablePolicy {
     /// Starts with `rules`.
     pub fn new(rules: RuleSet) -> Self {
         ReloadablePolicy {
-            current: Arc::new(RwLock::new(Arc::new(rules))),
+            current: Arc::new(ArcSwap::from_pointee(rules)),
         }
     }
 
@@ -45,16 +47,12 @@ impl ReloadablePolicy {
 
     /// The rules in force.
     pub fn current(&self) -> Arc<RuleSet> {
-        // A panic elsewhere while holding the lock leaves a whole `Arc` behind: still usable.
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.load_full()
     }
 
     /// Puts `rules` in force.
     pub fn replace(&self, rules: RuleSet) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        self.current.store(Arc::new(rules));
     }
 
     /// Compiles `toml_text` and puts it in force; on error logs why and keeps the old rules.
@@ -91,7 +89,7 @@ impl ReloadablePolicy {
 impl Authorizer for ReloadablePolicy {
     type Future = Ready<Decision>;
     fn authorize(&self, ctx: &AuthContext<'_>) -> Verdict<Self::Future> {
-        let rules = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let rules = self.current.load();
         Verdict::Now(rules.decide(ctx.principal(), ctx.roles(), ctx.method(), ctx.path()))
     }
 }
