@@ -1,0 +1,114 @@
+//! Invariant 5: every rejection and every failed handshake emits exactly one tracing event, with
+//! the peer address, the principal when there is one, and the reason; never key material.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{Setup, client, expect_rejected};
+use http::StatusCode;
+use tower::ServiceBuilder;
+use tower_mtls::{
+    AuthContext, ClientAuth, Decision, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer,
+};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+// A current-thread runtime: the server tasks run on this thread, under this subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn one_event_per_rejection_and_per_failed_handshake() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let setup = Setup::new();
+    let bob = setup.ca.client("bob", &["users"]);
+    let mallory = common::pki::Ca::root("other CA").client("mallory", &[]);
+    let acceptor = MtlsAcceptor::new(setup.config(ClientAuth::Optional));
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(
+            |_: &AuthContext<'_>| Decision::deny("bob may not"),
+        )))
+        .service_fn(common::whoami);
+    let (addr, _server) = common::start_acceptor(acceptor.clone(), service).await;
+
+    let reply = client::get_once(addr, setup.client(Some(&bob)), "/x")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = client::get_once(addr, setup.client(None), "/y")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        client::get_once(addr, setup.client(Some(&mallory)), "/z")
+            .await
+            .is_err()
+    );
+    expect_rejected(&acceptor, HandshakeFailure::UnknownIssuer).await;
+
+    let rejected = logs.lines("request rejected");
+    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    let denied = &rejected[0];
+    for part in [
+        "peer=127.0.0.1:",
+        "principal=CN=bob,OU=users",
+        "status=403",
+        "bob may not",
+        "path=\"/x\"",
+    ] {
+        assert!(denied.contains(part), "missing {part:?} in {denied}");
+    }
+    let anonymous = &rejected[1];
+    for part in [
+        "peer=127.0.0.1:",
+        "status=401",
+        "no client certificate",
+        "path=\"/y\"",
+    ] {
+        assert!(anonymous.contains(part), "missing {part:?} in {anonymous}");
+    }
+
+    let failed = logs.lines("TLS handshake failed");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    for part in ["peer=127.0.0.1:", "cause=unknown issuer"] {
+        assert!(
+            failed[0].contains(part),
+            "missing {part:?} in {}",
+            failed[0]
+        );
+    }
+
+    let everything = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        !everything.contains("PRIVATE KEY"),
+        "key material in the logs"
+    );
+}
