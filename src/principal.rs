@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::CertificateDer;
@@ -44,7 +44,9 @@ struct Inner {
     spiffe_id: Option<SpiffeId>,
     serial: String,
     fingerprint_sha256: [u8; 32],
-    spki_sha256: [u8; 32],
+    /// Hashed on first use (only key pins need it); `spki` is where it is in the leaf's DER.
+    spki_sha256: OnceLock<[u8; 32]>,
+    spki: std::ops::Range<usize>,
     not_before: SystemTime,
     not_after: SystemTime,
     extended_key_usages: Vec<ExtendedKeyUsage>,
@@ -161,6 +163,16 @@ impl Principal {
         }
 
         let spiffe_id = spiffe_id_of(&subject_alt_names);
+        // x509-parser hands out sub-slices of its input: locate the SPKI in the leaf.
+        let spki_start = (tbs.subject_pki.raw.as_ptr() as usize)
+            .checked_sub(leaf.as_ref().as_ptr() as usize)
+            .ok_or_else(|| PrincipalError::Malformed("SPKI outside the certificate".into()))?;
+        let spki = spki_start..spki_start.saturating_add(tbs.subject_pki.raw.len());
+        if leaf.as_ref().get(spki.clone()) != Some(tbs.subject_pki.raw) {
+            return Err(PrincipalError::Malformed(
+                "SPKI outside the certificate".into(),
+            ));
+        }
         let mut der = Vec::with_capacity(chain.iter().map(|c| c.len()).sum());
         let mut ends = Vec::with_capacity(chain.len());
         for cert in chain {
@@ -175,7 +187,8 @@ impl Principal {
                 spiffe_id,
                 serial: serial_hex(tbs.raw_serial()),
                 fingerprint_sha256: Sha256::digest(leaf.as_ref()).into(),
-                spki_sha256: Sha256::digest(tbs.subject_pki.raw).into(),
+                spki_sha256: OnceLock::new(),
+                spki,
                 not_before: system_time(tbs.validity().not_before),
                 not_after: system_time(tbs.validity().not_after),
                 extended_key_usages,
@@ -284,7 +297,15 @@ impl Principal {
     /// SHA-256 of the leaf's SubjectPublicKeyInfo, the value to pin a key by (it survives
     /// re-issuing a certificate for the same key).
     pub fn spki_sha256(&self) -> &[u8; 32] {
-        &self.inner.spki_sha256
+        self.inner.spki_sha256.get_or_init(|| {
+            // The range was checked against the leaf when the principal was built.
+            let spki = self
+                .inner
+                .der
+                .get(self.inner.spki.clone())
+                .unwrap_or_default();
+            Sha256::digest(spki).into()
+        })
     }
 
     /// Start of the validity window.
