@@ -4,10 +4,18 @@
 //! [`DistinguishedName::organizational_units`], ...), never substrings of the rendered string:
 //! `CN=a\,OU=admins` is one attribute whose value contains a comma, not an OU.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use x509_parser::der_parser::asn1_rs::{Any, Tag, ToDer};
+use x509_parser::der_parser::oid::Oid;
+use x509_parser::oid_registry::{
+    OID_DOMAIN_COMPONENT, OID_USERID, OID_X509_COMMON_NAME, OID_X509_COUNTRY_NAME,
+    OID_X509_LOCALITY_NAME, OID_X509_ORGANIZATION_NAME, OID_X509_ORGANIZATIONAL_UNIT,
+    OID_X509_STATE_OR_PROVINCE_NAME, OID_X509_STREET_ADDRESS,
+};
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
 /// OID of `commonName`.
@@ -31,6 +39,27 @@ const SHORT_NAMES: &[(&str, &str)] = &[
     ("0.9.2342.19200300.100.1.1", "UID"),
 ];
 
+// The same attribute types as parsed OIDs, to name them without formatting the OID (the common
+// case: every attribute of a typical name is one of these).
+const KNOWN_OIDS: &[(Oid<'static>, &str)] = &[
+    (OID_X509_COMMON_NAME, OID_COMMON_NAME),
+    (OID_X509_LOCALITY_NAME, "2.5.4.7"),
+    (OID_X509_STATE_OR_PROVINCE_NAME, "2.5.4.8"),
+    (OID_X509_ORGANIZATION_NAME, OID_ORGANIZATION),
+    (OID_X509_ORGANIZATIONAL_UNIT, OID_ORGANIZATIONAL_UNIT),
+    (OID_X509_COUNTRY_NAME, "2.5.4.6"),
+    (OID_X509_STREET_ADDRESS, "2.5.4.9"),
+    (OID_DOMAIN_COMPONENT, "0.9.2342.19200300.100.1.25"),
+    (OID_USERID, "0.9.2342.19200300.100.1.1"),
+];
+
+fn dotted(oid: &Oid<'_>) -> Cow<'static, str> {
+    match KNOWN_OIDS.iter().find(|(known, _)| known == oid) {
+        Some((_, dotted)) => Cow::Borrowed(dotted),
+        None => Cow::Owned(oid.to_id_string()),
+    }
+}
+
 /// The dotted OID of an RFC 4514 short name (`CN`, `o`, `OU`, ...; case-insensitive).
 pub(crate) fn oid_of_short_name(name: &str) -> Option<&'static str> {
     SHORT_NAMES
@@ -40,11 +69,21 @@ pub(crate) fn oid_of_short_name(name: &str) -> Option<&'static str> {
 }
 
 /// A parsed distinguished name (subject or issuer).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct DistinguishedName {
     rdns: Vec<RelativeDistinguishedName>,
-    rfc4514: String,
+    // Rendered on first use: most connections never need the string form.
+    rfc4514: OnceLock<String>,
 }
+
+// The string form is a function of the RDNs, rendered or not.
+impl PartialEq for DistinguishedName {
+    fn eq(&self, other: &Self) -> bool {
+        self.rdns == other.rdns
+    }
+}
+
+impl Eq for DistinguishedName {}
 
 /// One RDN: usually a single attribute, several when written with `+` in RFC 4514.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +94,7 @@ pub struct RelativeDistinguishedName {
 /// One `type=value` pair of a distinguished name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attribute {
-    oid: String,
+    oid: Cow<'static, str>,
     value: AttributeValue,
 }
 
@@ -77,14 +116,16 @@ impl DistinguishedName {
                 attributes: rdn.iter().map(Attribute::from_x509).collect(),
             })
             .collect();
-        let rfc4514 = render_rfc4514(&rdns);
-        DistinguishedName { rdns, rfc4514 }
+        DistinguishedName {
+            rdns,
+            rfc4514: OnceLock::new(),
+        }
     }
 
     /// The RFC 4514 string form: last RDN first, `,` between RDNs, `+` inside one, special
-    /// characters escaped. Computed once when the name is parsed.
+    /// characters escaped. Computed once, on first use.
     pub fn as_rfc4514(&self) -> &str {
-        &self.rfc4514
+        self.rfc4514.get_or_init(|| render_rfc4514(&self.rdns))
     }
 
     /// The RDNs in certificate (ASN.1) order, which is the reverse of the string form.
@@ -127,13 +168,13 @@ impl DistinguishedName {
 
 impl fmt::Display for DistinguishedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.rfc4514)
+        f.write_str(self.as_rfc4514())
     }
 }
 
 impl fmt::Debug for DistinguishedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DistinguishedName({:?})", self.rfc4514)
+        write!(f, "DistinguishedName({:?})", self.as_rfc4514())
     }
 }
 
@@ -147,7 +188,7 @@ impl RelativeDistinguishedName {
 impl Attribute {
     fn from_x509(attr: &AttributeTypeAndValue<'_>) -> Self {
         Attribute {
-            oid: attr.attr_type().to_id_string(),
+            oid: dotted(attr.attr_type()),
             value: decode_value(attr.attr_value()),
         }
     }

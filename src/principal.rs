@@ -2,13 +2,15 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::certificate::X509CertificateParser;
+use x509_parser::extensions::{GeneralName, SubjectAlternativeName as X509San};
+use x509_parser::nom::Parser as _;
+use x509_parser::oid_registry::{OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME};
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
@@ -42,11 +44,15 @@ struct Inner {
     spiffe_id: Option<SpiffeId>,
     serial: String,
     fingerprint_sha256: [u8; 32],
-    spki_sha256: [u8; 32],
+    /// Hashed on first use (only key pins need it); `spki` is where it is in the leaf's DER.
+    spki_sha256: OnceLock<[u8; 32]>,
+    spki: std::ops::Range<usize>,
     not_before: SystemTime,
     not_after: SystemTime,
     extended_key_usages: Vec<ExtendedKeyUsage>,
-    chain: Vec<CertificateDer<'static>>,
+    /// The chain's DER, leaf first, in one allocation; `ends[i]` is where certificate `i` ends.
+    der: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 /// One subject alternative name of the leaf certificate.
@@ -118,7 +124,11 @@ impl Principal {
     /// there rather than from here.
     pub fn from_verified_chain(chain: &[CertificateDer<'_>]) -> Result<Self, PrincipalError> {
         let leaf = chain.first().ok_or(PrincipalError::EmptyChain)?;
-        let (rest, cert) = X509Certificate::from_der(leaf.as_ref())
+        // Extensions are left unparsed: only SAN and EKU matter here, and they are parsed below
+        // with x509-parser's own parsers (the rest is webpki's business, which verified them).
+        let (rest, cert) = X509CertificateParser::new()
+            .with_deep_parse_extensions(false)
+            .parse(leaf.as_ref())
             .map_err(|e| PrincipalError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(PrincipalError::TrailingData);
@@ -130,34 +140,45 @@ impl Principal {
         let mut seen_san = false;
         let mut seen_eku = false;
         for ext in tbs.extensions() {
-            match ext.parsed_extension() {
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    if std::mem::replace(&mut seen_san, true) {
-                        return Err(PrincipalError::BadExtension(
-                            "subjectAltName appears twice".into(),
-                        ));
-                    }
-                    subject_alt_names.extend(san.general_names.iter().map(convert_san));
+            if ext.oid == OID_X509_EXT_SUBJECT_ALT_NAME {
+                if std::mem::replace(&mut seen_san, true) {
+                    return Err(PrincipalError::BadExtension(
+                        "subjectAltName appears twice".into(),
+                    ));
                 }
-                ParsedExtension::ExtendedKeyUsage(eku) => {
-                    if std::mem::replace(&mut seen_eku, true) {
-                        return Err(PrincipalError::BadExtension(
-                            "extendedKeyUsage appears twice".into(),
-                        ));
-                    }
-                    extended_key_usages = convert_eku(eku);
+                // Like x509-parser's deep parse: bytes after the SEQUENCE are ignored.
+                let (_, san) = X509San::from_der(ext.value)
+                    .map_err(|error| bad_extension(&ext.oid, &error))?;
+                subject_alt_names = san.general_names.iter().map(convert_san).collect();
+            } else if ext.oid == OID_X509_EXT_EXTENDED_KEY_USAGE {
+                if std::mem::replace(&mut seen_eku, true) {
+                    return Err(PrincipalError::BadExtension(
+                        "extendedKeyUsage appears twice".into(),
+                    ));
                 }
-                ParsedExtension::ParseError { error } => {
-                    return Err(PrincipalError::BadExtension(format!(
-                        "{}: {error}",
-                        ext.oid.to_id_string()
-                    )));
-                }
-                _ => {}
+                let (_, eku) = x509_parser::extensions::ExtendedKeyUsage::from_der(ext.value)
+                    .map_err(|error| bad_extension(&ext.oid, &error))?;
+                extended_key_usages = convert_eku(&eku);
             }
         }
 
         let spiffe_id = spiffe_id_of(&subject_alt_names);
+        // x509-parser hands out sub-slices of its input: locate the SPKI in the leaf.
+        let spki_start = (tbs.subject_pki.raw.as_ptr() as usize)
+            .checked_sub(leaf.as_ref().as_ptr() as usize)
+            .ok_or_else(|| PrincipalError::Malformed("SPKI outside the certificate".into()))?;
+        let spki = spki_start..spki_start.saturating_add(tbs.subject_pki.raw.len());
+        if leaf.as_ref().get(spki.clone()) != Some(tbs.subject_pki.raw) {
+            return Err(PrincipalError::Malformed(
+                "SPKI outside the certificate".into(),
+            ));
+        }
+        let mut der = Vec::with_capacity(chain.iter().map(|c| c.len()).sum());
+        let mut ends = Vec::with_capacity(chain.len());
+        for cert in chain {
+            der.extend_from_slice(cert);
+            ends.push(der.len());
+        }
         Ok(Principal {
             inner: Arc::new(Inner {
                 subject: DistinguishedName::from_x509(tbs.subject()),
@@ -166,11 +187,13 @@ impl Principal {
                 spiffe_id,
                 serial: serial_hex(tbs.raw_serial()),
                 fingerprint_sha256: Sha256::digest(leaf.as_ref()).into(),
-                spki_sha256: Sha256::digest(tbs.subject_pki.raw).into(),
+                spki_sha256: OnceLock::new(),
+                spki,
                 not_before: system_time(tbs.validity().not_before),
                 not_after: system_time(tbs.validity().not_after),
                 extended_key_usages,
-                chain: chain.iter().map(|c| c.clone().into_owned()).collect(),
+                der,
+                ends,
             }),
         })
     }
@@ -274,7 +297,15 @@ impl Principal {
     /// SHA-256 of the leaf's SubjectPublicKeyInfo, the value to pin a key by (it survives
     /// re-issuing a certificate for the same key).
     pub fn spki_sha256(&self) -> &[u8; 32] {
-        &self.inner.spki_sha256
+        self.inner.spki_sha256.get_or_init(|| {
+            // The range was checked against the leaf when the principal was built.
+            let spki = self
+                .inner
+                .der
+                .get(self.inner.spki.clone())
+                .unwrap_or_default();
+            Sha256::digest(spki).into()
+        })
     }
 
     /// Start of the validity window.
@@ -298,14 +329,27 @@ impl Principal {
     }
 
     /// The DER certificates the client sent, leaf first, as rustls verified them.
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.inner.chain
+    ///
+    /// The principal keeps the chain in one buffer; this builds a small vector of borrowed
+    /// views into it (leaf at index 0, never empty).
+    pub fn chain(&self) -> Vec<CertificateDer<'_>> {
+        self.certificates().collect()
+    }
+
+    /// The DER certificates the client sent, leaf first, without allocating.
+    pub fn certificates(&self) -> impl ExactSizeIterator<Item = CertificateDer<'_>> + '_ {
+        let (der, ends) = (self.inner.der.as_slice(), self.inner.ends.as_slice());
+        ends.iter().enumerate().map(move |(i, &end)| {
+            let start = i.checked_sub(1).and_then(|j| ends.get(j)).copied();
+            CertificateDer::from(der.get(start.unwrap_or(0)..end).unwrap_or_default())
+        })
     }
 
     /// The leaf certificate's DER.
-    pub fn leaf_der(&self) -> &CertificateDer<'static> {
-        // `from_verified_chain` refuses an empty chain.
-        &self.inner.chain[0]
+    pub fn leaf_der(&self) -> CertificateDer<'_> {
+        // `from_verified_chain` refuses an empty chain, so `ends` has at least one entry.
+        let end = self.inner.ends.first().copied().unwrap_or_default();
+        CertificateDer::from(self.inner.der.get(..end).unwrap_or_default())
     }
 
     /// Whether two handles share the same parsed identity (same connection).
@@ -361,6 +405,13 @@ fn convert_san(name: &GeneralName<'_>) -> SubjectAltName {
             SubjectAltName::Other(format!("malformed general name (tag {})", tag.0))
         }
     }
+}
+
+fn bad_extension(
+    oid: &x509_parser::der_parser::oid::Oid<'_>,
+    error: &impl fmt::Display,
+) -> PrincipalError {
+    PrincipalError::BadExtension(format!("{}: {error}", oid.to_id_string()))
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {

@@ -5,7 +5,7 @@ mod common;
 use common::pki::{Ca, client_params};
 use rcgen::{DnType, SanType};
 use sha2::{Digest, Sha256};
-use tower_mtls::{ExtendedKeyUsage, Principal, SubjectAltName};
+use tower_mtls::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
 
 fn parse(ca: &Ca, params: rcgen::CertificateParams) -> Principal {
     let id = ca.issue(params);
@@ -149,7 +149,7 @@ fn fingerprints_serial_validity_and_ekus() {
     assert!(p.is_valid_at(std::time::SystemTime::now()));
     assert_eq!(p.extended_key_usages(), &[ExtendedKeyUsage::ClientAuth]);
     assert_eq!(p.chain().len(), 1);
-    assert_eq!(p.leaf_der(), &id.chain[0]);
+    assert_eq!(p.leaf_der(), id.chain[0]);
     assert_eq!(p.issuer().as_rfc4514(), "CN=unit CA,O=tower-mtls demo");
 }
 
@@ -166,4 +166,89 @@ fn same_key_reissued_keeps_the_spki_pin_but_not_the_fingerprint() {
     let b = issue("b");
     assert_eq!(a.spki_sha256(), b.spki_sha256());
     assert_ne!(a.fingerprint_sha256(), b.fingerprint_sha256());
+}
+
+/// A leaf with an extra raw extension (rcgen writes its own SAN only when `with_san`).
+fn with_extension(
+    ca: &Ca,
+    oid: &[u64],
+    content: Vec<u8>,
+    with_san: bool,
+) -> Result<Principal, PrincipalError> {
+    let mut params = client_params("alice", &[]);
+    if with_san {
+        params.subject_alt_names = vec![SanType::DnsName("a.example".try_into().unwrap())];
+    }
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(oid, content));
+    Principal::from_verified_chain(&ca.issue(params).chain)
+}
+
+const SAN: &[u64] = &[2, 5, 29, 17];
+const EKU: &[u64] = &[2, 5, 29, 37];
+
+#[test]
+fn duplicated_or_malformed_san_and_eku_are_refused() {
+    let ca = Ca::root("unit CA");
+    // a second SAN extension next to the one rcgen writes: SEQUENCE { dNSName "b" }
+    let san_b = vec![0x30, 0x03, 0x82, 0x01, b'b'];
+    let e = with_extension(&ca, SAN, san_b.clone(), true).expect_err("refused");
+    assert!(
+        matches!(&e, PrincipalError::BadExtension(m) if m.contains("subjectAltName appears twice")),
+        "{e}"
+    );
+    // a second EKU extension next to the one client_params asks for
+    let eku_server = vec![
+        0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+    ];
+    let e = with_extension(&ca, EKU, eku_server, false).expect_err("refused");
+    assert!(
+        matches!(&e, PrincipalError::BadExtension(m) if m.contains("extendedKeyUsage appears twice")),
+        "{e}"
+    );
+    // a SAN whose dNSName claims more bytes than there are
+    let e =
+        with_extension(&ca, SAN, vec![0x30, 0x03, 0x82, 0x05, b'b'], false).expect_err("refused");
+    assert!(
+        matches!(&e, PrincipalError::BadExtension(m) if m.starts_with("2.5.29.17")),
+        "{e}"
+    );
+    // the only SAN, well-formed, is read
+    let p = with_extension(&ca, SAN, san_b, false).expect("parses");
+    assert_eq!(p.dns_names().collect::<Vec<_>>(), ["b"]);
+}
+
+#[test]
+fn malformed_eku_is_refused() {
+    let ca = Ca::root("unit CA");
+    let mut params = client_params("alice", &[]);
+    params.extended_key_usages.clear();
+    // an OCTET STRING where the SEQUENCE OF OID belongs
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            EKU,
+            vec![0x04, 0x00],
+        ));
+    let id = ca.issue(params);
+    let e = Principal::from_verified_chain(&id.chain).expect_err("refused");
+    assert!(
+        matches!(&e, PrincipalError::BadExtension(m) if m.starts_with("2.5.29.37")),
+        "{e}"
+    );
+}
+
+#[test]
+fn chain_with_intermediate_round_trips() {
+    let root = Ca::root("unit root");
+    let intermediate = root.intermediate("unit intermediate");
+    let id = intermediate
+        .issue(client_params("alice", &[]))
+        .with_intermediate(&intermediate);
+    assert_eq!(id.chain.len(), 2);
+    let p = Principal::from_verified_chain(&id.chain).unwrap();
+    assert_eq!(p.chain(), id.chain);
+    assert_eq!(p.certificates().len(), 2);
+    assert_eq!(p.leaf_der(), id.chain[0]);
 }
