@@ -2,9 +2,9 @@
 //! hot reload of the configuration it uses.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::UnixTime;
@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 use crate::config::{ConfigError, MtlsConfig, MtlsConfigBuilder};
 use crate::connection::{ConnectionInfo, peer_chain};
 use crate::failure::{AcceptError, HandshakeCounters, HandshakeStats};
+use crate::resumption::{Registry, ResumedCheck, chain_valid_at};
 use crate::roles::RoleMapper;
 
 /// Default time a client has to complete the TLS handshake.
@@ -28,7 +29,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// - The peer chain is read **after** the handshake completed, when rustls has verified it.
 /// - A resumed session's chain (which rustls restores without verifying again) is re-verified
 ///   against the *current* trust anchors, CRLs and clock, so revoking a certificate also ends
-///   its resumptions.
+///   its resumptions. When the configuration that verified the chain in full is provably still
+///   the one in force, only the certificates' validity windows are checked again (see
+///   [`HandshakeStats::resumed_validity_only`]).
 /// - [`reload`](Self::reload) swaps certificates, anchors and CRLs atomically for new
 ///   handshakes; connections already open are re-checked lazily on their next request (see
 ///   [`ConnectionInfo::revalidate`]).
@@ -70,6 +73,10 @@ pub(crate) struct Shared {
     // Mirrors `current.generation`, so a request can check it with one atomic load.
     generation: AtomicU64,
     counters: HandshakeCounters,
+    // Which sessions' resumption data can be believed.
+    resumption: Registry,
+    // Generations must name one configuration each: reloads take turns.
+    reload_lock: Mutex<()>,
 }
 
 pub(crate) struct Current {
@@ -79,6 +86,7 @@ pub(crate) struct Current {
     // instead (a rustls config without our verifier).
     pub(crate) verifier: Option<Arc<dyn ClientCertVerifier>>,
     pub(crate) generation: u64,
+    resumed_check: ResumedCheck,
 }
 
 impl Shared {
@@ -110,6 +118,7 @@ impl MtlsAcceptor {
             server_config: config.server_config,
             verifier: Some(config.verifier),
             generation: 0,
+            resumed_check: config.resumed_check,
         })
     }
 
@@ -129,6 +138,7 @@ impl MtlsAcceptor {
             server_config: config,
             verifier: None,
             generation: 0,
+            resumed_check: ResumedCheck::Full,
         })
     }
 
@@ -138,6 +148,8 @@ impl MtlsAcceptor {
                 current: ArcSwap::from_pointee(current),
                 generation: AtomicU64::new(0),
                 counters: HandshakeCounters::default(),
+                resumption: Registry::new(),
+                reload_lock: Mutex::new(()),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             role_mapper: None,
@@ -176,6 +188,11 @@ impl MtlsAcceptor {
     /// CRLs. The session cache is carried over, and resumed sessions are re-verified against
     /// the new configuration, so a certificate revoked by the reload cannot resume.
     pub fn reload(&self, config: MtlsConfig) {
+        let _turn = self
+            .shared
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let old = self.shared.current.load();
         let mut server_config = (*config.server_config).clone();
         server_config.session_storage = old.server_config.session_storage.clone();
@@ -187,6 +204,7 @@ impl MtlsAcceptor {
             server_config,
             verifier: Some(config.verifier),
             generation,
+            resumed_check: config.resumed_check,
         }));
         self.shared.generation.store(generation, Ordering::Release);
         tracing::info!(generation, "TLS configuration reloaded");
@@ -265,15 +283,28 @@ impl MtlsAcceptor {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         // One snapshot for the whole handshake: the config that verified the chain is the one
-        // whose generation the connection records.
+        // whose generation the connection records, and the one its tickets name.
         let current = self.shared.current.load_full();
-        let stream = tokio::time::timeout(self.handshake_timeout, current.tls.accept(io))
+        let (accept, issuing) = match current.verifier {
+            Some(_) => {
+                // Sessions this connection issues say who verified their chain; they are
+                // believed only if this call ends well (see `resumption`).
+                let issuing = self.shared.resumption.begin(current.generation);
+                let tag = issuing.tag().encode();
+                let accept = current
+                    .tls
+                    .accept_with(io, |conn| conn.set_resumption_data(&tag));
+                (accept, Some(issuing))
+            }
+            None => (current.tls.accept(io), None),
+        };
+        let stream = tokio::time::timeout(self.handshake_timeout, accept)
             .await
             .map_err(|_| AcceptError::Timeout(self.handshake_timeout))?
             .map_err(AcceptError::from_io)?;
         let (_, conn) = stream.get_ref();
         if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            reverify_resumed(&current, conn)?;
+            self.recheck_resumed(&current, conn)?;
         }
         let info = ConnectionInfo::from_connection(
             conn,
@@ -283,25 +314,56 @@ impl MtlsAcceptor {
             self.shared.clone(),
             current.generation,
         )?;
+        if let Some(issuing) = issuing {
+            issuing.vouch();
+        }
         Ok((stream, info))
     }
-}
 
-fn reverify_resumed(current: &Current, conn: &rustls::ServerConnection) -> Result<(), AcceptError> {
-    let Some(chain) = peer_chain(conn) else {
-        return Ok(());
-    };
-    let Some(verifier) = &current.verifier else {
-        // Resumption is disabled when there is no verifier; a resumed session here means the
-        // configuration was changed behind our back. Refuse rather than trust it.
-        return Err(AcceptError::ResumedCertificateRejected(
-            rustls::Error::General("session resumption without a verifier".into()),
-        ));
-    };
-    verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-        .map(|_| ())
-        .map_err(AcceptError::ResumedCertificateRejected)
+    /// Checks a resumed session's chain: in full with the current verifier, unless the session
+    /// proves that this very configuration verified it, in which case only what time alone
+    /// can change is checked.
+    fn recheck_resumed(
+        &self,
+        current: &Current,
+        conn: &rustls::ServerConnection,
+    ) -> Result<(), AcceptError> {
+        let Some(chain) = peer_chain(conn) else {
+            return Ok(());
+        };
+        let Some(verifier) = &current.verifier else {
+            // Resumption is disabled when there is no verifier; a resumed session here means
+            // the configuration was changed behind our back. Refuse rather than trust it.
+            return Err(AcceptError::ResumedCertificateRejected(
+                rustls::Error::General("session resumption without a verifier".into()),
+            ));
+        };
+        let now = SystemTime::now();
+        let validity_only = match current.resumed_check {
+            ResumedCheck::ValidityOnly { until } => until.is_none_or(|until| now < until),
+            ResumedCheck::Full => false,
+        };
+        // `received_resumption_data` is what this acceptor stored in the session, returned by
+        // rustls only for a session it found in our own store or decrypted from our own
+        // ticket: the client cannot forge it (see `resumption`).
+        if validity_only
+            && self
+                .shared
+                .resumption
+                .vouches(conn.received_resumption_data(), current.generation)
+            && chain_valid_at(chain, now)
+        {
+            self.shared.counters.record_resumed_check(false);
+            return Ok(());
+        }
+        // Anything else, including a chain that is no longer valid, gets the verifier's
+        // verdict (and its precise error).
+        self.shared.counters.record_resumed_check(true);
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+            .map(|_| ())
+            .map_err(AcceptError::ResumedCertificateRejected)
+    }
 }
 
 #[derive(Debug)]

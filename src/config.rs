@@ -21,7 +21,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -31,6 +31,8 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
+
+use crate::resumption::ResumedCheck;
 
 /// Whether clients must present a certificate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -224,6 +226,7 @@ pub struct MtlsConfig {
     pub(crate) server_config: Arc<ServerConfig>,
     pub(crate) verifier: Arc<dyn ClientCertVerifier>,
     pub(crate) client_auth: ClientAuth,
+    pub(crate) resumed_check: ResumedCheck,
 }
 
 impl MtlsConfig {
@@ -423,6 +426,8 @@ impl MtlsConfigBuilder {
             intermediates.extend(certs);
         }
 
+        let resumed_check = resumed_check(self.enforce_crl_expiry, &intermediates);
+
         let mut crls = Vec::new();
         for source in &self.crls {
             let (origin, bytes) = source.read()?;
@@ -491,8 +496,29 @@ impl MtlsConfigBuilder {
             server_config: Arc::new(config),
             verifier,
             client_auth: self.client_auth,
+            resumed_check,
         })
     }
+}
+
+/// What may change, with time alone, in the verdict of the verifier `build` makes: the
+/// validity windows of the chain, of the configured intermediates path building can add, and,
+/// with expiry enforced, of the CRLs. The last one is not worth modelling: such configurations
+/// re-verify resumed sessions in full.
+fn resumed_check(enforce_crl_expiry: bool, intermediates: &[CertificateDer<'_>]) -> ResumedCheck {
+    if enforce_crl_expiry {
+        return ResumedCheck::Full;
+    }
+    let mut until = None::<SystemTime>;
+    for der in intermediates {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return ResumedCheck::Full;
+        };
+        let secs = cert.validity().not_after.timestamp();
+        let not_after = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+        until = Some(until.map_or(not_after, |t| t.min(not_after)));
+    }
+    ResumedCheck::ValidityOnly { until }
 }
 
 /// Completes client chains with configured intermediates before webpki builds the path.

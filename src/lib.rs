@@ -68,6 +68,7 @@ pub mod name;
 mod principal;
 pub mod reject;
 pub mod reload;
+mod resumption;
 pub mod roles;
 pub mod spiffe;
 mod stream;

@@ -77,6 +77,7 @@ impl MtlsListenerBuilder {
         let (tx, incoming) = mpsc::channel(self.max_in_flight);
         let accept_loop = tokio::spawn(accept_loop(
             listener,
+            local_addr,
             self.acceptor.clone(),
             Arc::new(Semaphore::new(self.max_in_flight)),
             tx,
@@ -153,10 +154,14 @@ impl futures_core::Stream for MtlsListener {
 
 async fn accept_loop(
     listener: TcpListener,
+    listening_on: SocketAddr,
     acceptor: MtlsAcceptor,
     slots: Arc<Semaphore>,
     tx: mpsc::Sender<Accepted>,
 ) {
+    // Bound to one address, every connection's local address is that one: no need for a
+    // getsockname per connection. A wildcard bind has to ask, connection by connection.
+    let fixed_local = (!listening_on.ip().is_unspecified()).then_some(listening_on);
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -181,7 +186,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let local = tcp.local_addr().ok();
+            let local = fixed_local.or_else(|| tcp.local_addr().ok());
             let result = acceptor.accept_with_addrs(tcp, peer, local).await;
             drop(permit);
             if let Ok(accepted) = result {
