@@ -263,6 +263,7 @@ impl HandshakeCounters {
 
 /// A snapshot of an acceptor's handshake counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandshakeStats {
     /// Handshakes that produced a connection.
     pub accepted: u64,
