@@ -41,7 +41,7 @@ use tower_http::add_extension::AddExtension;
 use tower_service::Service;
 
 use crate::connection::ConnectionInfo;
-use crate::listener::MtlsListener;
+use crate::listener::{Accepted, MtlsListener, accept_loop};
 
 /// Errors from serving one connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -84,7 +84,7 @@ where
 
 /// Like [`serve`], until `shutdown` completes: then the listener stops accepting, open
 /// connections are asked to finish (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` after the
-/// current request), and any still open after `drain_timeout` are dropped.
+/// current request), and any still open after `drain_timeout` are closed.
 pub async fn serve_with_shutdown<S, B, F>(
     mut listener: MtlsListener,
     service: S,
@@ -100,28 +100,40 @@ pub async fn serve_with_shutdown<S, B, F>(
     F: Future<Output = ()>,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Some((stream, info)) = accepted else { break };
-                let peer = info.peer_addr();
-                let service = TowerToHyperService::new(AddExtension::new(service.clone(), info));
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
-                    if let Err(err) = conn.await {
-                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+    let (abort, aborted) = tokio::sync::watch::channel(false);
+    let connection = Connection {
+        builder: auto::Builder::new(TokioExecutor::new()),
+        service,
+    };
+    match listener.take_idle() {
+        // The usual case: each connection is served by the task that ran its handshake.
+        Some((tcp, local_addr, acceptor, max_in_flight)) => {
+            accept_loop(
+                tcp,
+                local_addr,
+                acceptor,
+                max_in_flight,
+                || (graceful.watcher(), aborted.clone()),
+                move |(watcher, aborted), accepted| {
+                    connection.clone().serve(watcher, aborted, accepted)
+                },
+                shutdown,
+            )
+            .await;
+        }
+        // Somebody already took connections from this listener: keep taking them from it.
+        None => {
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Some(accepted) = accepted else { break };
+                        let serving = connection.clone().serve(graceful.watcher(), aborted.clone(), accepted);
+                        tokio::spawn(serving);
                     }
-                });
+                    () = &mut shutdown => break,
+                }
             }
-            // Reap finished connection tasks so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
         }
     }
     listener.close();
@@ -130,10 +142,47 @@ pub async fn serve_with_shutdown<S, B, F>(
         .await
         .is_err()
     {
-        tracing::warn!(
-            open = connections.len(),
-            "connections still open after the drain timeout; closing them"
-        );
+        tracing::warn!("connections still open after the drain timeout; closing them");
+        let _ = abort.send(true);
     }
-    connections.shutdown().await;
+}
+
+/// What serving one connection needs.
+#[derive(Clone)]
+struct Connection<S> {
+    builder: auto::Builder<TokioExecutor>,
+    service: S,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn serve(
+        self,
+        watcher: hyper_util::server::graceful::Watcher,
+        mut aborted: tokio::sync::watch::Receiver<bool>,
+        (stream, info): Accepted,
+    ) {
+        let peer = info.peer_addr();
+        let service = TowerToHyperService::new(AddExtension::new(self.service, info));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::select! {
+            served = watcher.watch(conn) => {
+                if let Err(err) = served {
+                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                }
+            }
+            // Past the drain timeout: drop the connection.
+            _ = aborted.wait_for(|aborted| *aborted) => {}
+        }
+    }
 }

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -41,14 +42,28 @@ pub type Accepted = (TlsStream<TcpStream>, ConnectionInfo);
 
 /// A TCP listener that hands out finished TLS connections with their [`ConnectionInfo`].
 ///
-/// Usable through [`accept`](Self::accept) or as a `futures_core::Stream`. Dropping it stops
-/// the accept loop and closes the socket.
+/// Usable through [`accept`](Self::accept) or as a `futures_core::Stream`; the accept loop
+/// starts with the first call. [`hyper::serve`](crate::hyper::serve) takes a listener whose loop
+/// has not started and serves each connection in the task that ran its handshake, without a
+/// hop through a channel. Dropping the listener stops the accept loop and closes the socket.
 #[derive(Debug)]
 pub struct MtlsListener {
-    incoming: mpsc::Receiver<Accepted>,
     local_addr: SocketAddr,
     acceptor: MtlsAcceptor,
-    accept_loop: JoinHandle<()>,
+    max_in_flight: usize,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Bound; nothing accepted yet.
+    Idle(TcpListener),
+    /// The accept loop runs and sends finished connections here.
+    Running {
+        incoming: mpsc::Receiver<Accepted>,
+        accept_loop: JoinHandle<()>,
+    },
+    Closed,
 }
 
 /// Options for an [`MtlsListener`].
@@ -66,27 +81,18 @@ impl MtlsListenerBuilder {
         self
     }
 
-    /// Binds `addr` and starts accepting.
+    /// Binds `addr`.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<MtlsListener> {
         self.from_tcp(TcpListener::bind(addr).await?)
     }
 
-    /// Starts accepting on a bound listener.
+    /// Uses a bound listener.
     pub fn from_tcp(self, listener: TcpListener) -> io::Result<MtlsListener> {
-        let local_addr = listener.local_addr()?;
-        let (tx, incoming) = mpsc::channel(self.max_in_flight);
-        let accept_loop = tokio::spawn(accept_loop(
-            listener,
-            local_addr,
-            self.acceptor.clone(),
-            Arc::new(Semaphore::new(self.max_in_flight)),
-            tx,
-        ));
         Ok(MtlsListener {
-            incoming,
-            local_addr,
+            local_addr: listener.local_addr()?,
             acceptor: self.acceptor,
-            accept_loop,
+            max_in_flight: self.max_in_flight,
+            state: State::Idle(listener),
         })
     }
 }
@@ -100,19 +106,70 @@ impl MtlsListener {
         }
     }
 
-    /// Binds `addr` with default options and starts accepting.
+    /// Binds `addr` with default options.
     pub async fn bind(addr: impl ToSocketAddrs, acceptor: MtlsAcceptor) -> io::Result<Self> {
         Self::builder(acceptor).bind(addr).await
     }
 
-    /// Starts accepting on a bound listener with default options.
+    /// Uses a bound listener with default options.
     pub fn from_tcp(listener: TcpListener, acceptor: MtlsAcceptor) -> io::Result<Self> {
         Self::builder(acceptor).from_tcp(listener)
     }
 
     /// The next finished connection, in completion order. `None` once the listener is closed.
     pub async fn accept(&mut self) -> Option<Accepted> {
-        self.incoming.recv().await
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Option<Accepted>> {
+        if matches!(self.state, State::Idle(_)) {
+            self.start_channel();
+        }
+        match &mut self.state {
+            State::Running { incoming, .. } => incoming.poll_recv(cx),
+            State::Idle(_) | State::Closed => Poll::Ready(None),
+        }
+    }
+
+    fn start_channel(&mut self) {
+        let State::Idle(listener) = std::mem::replace(&mut self.state, State::Closed) else {
+            return;
+        };
+        let (tx, incoming) = mpsc::channel(self.max_in_flight);
+        let stop = tx.clone();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            self.local_addr,
+            self.acceptor.clone(),
+            self.max_in_flight,
+            move || tx.clone(),
+            |tx: mpsc::Sender<Accepted>, accepted| async move {
+                // A closed receiver means the listener is gone; the connection just drops.
+                let _ = tx.send(accepted).await;
+            },
+            async move { stop.closed().await },
+        ));
+        self.state = State::Running {
+            incoming,
+            accept_loop,
+        };
+    }
+
+    /// The socket and the settings, for serving connections straight from their handshake
+    /// tasks; `None` (the listener unchanged) once the channel accept loop has started.
+    pub(crate) fn take_idle(&mut self) -> Option<(TcpListener, SocketAddr, MtlsAcceptor, usize)> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Idle(listener) => Some((
+                listener,
+                self.local_addr,
+                self.acceptor.clone(),
+                self.max_in_flight,
+            )),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 
     /// The bound address.
@@ -134,41 +191,65 @@ impl MtlsListener {
     /// already returned are not affected. [`accept`](Self::accept) then drains what had
     /// finished and returns `None`.
     pub fn close(&mut self) {
-        self.accept_loop.abort();
-        self.incoming.close();
+        match &mut self.state {
+            State::Running {
+                incoming,
+                accept_loop,
+            } => {
+                accept_loop.abort();
+                incoming.close();
+            }
+            State::Idle(_) => self.state = State::Closed,
+            State::Closed => {}
+        }
     }
 }
 
 impl Drop for MtlsListener {
     fn drop(&mut self) {
-        self.accept_loop.abort();
+        if let State::Running { accept_loop, .. } = &self.state {
+            accept_loop.abort();
+        }
     }
 }
 
 impl futures_core::Stream for MtlsListener {
     type Item = Accepted;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.incoming.poll_recv(cx)
+        self.poll_accept(cx)
     }
 }
 
-async fn accept_loop(
+/// Accepts TCP connections until `stop` completes, running each handshake in its own task
+/// (at most `max_in_flight` at once) and handing each finished connection to `deliver`, in
+/// that same task, together with a `slot` made for it in the loop (a channel sender, or what
+/// serving the connection needs).
+pub(crate) async fn accept_loop<Slot, MakeSlot, Deliver, Delivered>(
     listener: TcpListener,
     listening_on: SocketAddr,
     acceptor: MtlsAcceptor,
-    slots: Arc<Semaphore>,
-    tx: mpsc::Sender<Accepted>,
-) {
+    max_in_flight: usize,
+    mut make_slot: MakeSlot,
+    deliver: Deliver,
+    stop: impl Future<Output = ()>,
+) where
+    MakeSlot: FnMut() -> Slot,
+    Slot: Send + 'static,
+    Deliver: Fn(Slot, Accepted) -> Delivered + Clone + Send + 'static,
+    Delivered: Future<Output = ()> + Send,
+{
     // Bound to one address, every connection's local address is that one: no need for a
     // getsockname per connection. A wildcard bind has to ask, connection by connection.
     let fixed_local = (!listening_on.ip().is_unspecified()).then_some(listening_on);
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return, // the semaphore is never closed; defensive
             },
-            () = tx.closed() => return,
+            () = &mut stop => return,
         };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -180,18 +261,18 @@ async fn accept_loop(
                     continue;
                 }
             },
-            () = tx.closed() => return,
+            () = &mut stop => return,
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let tx = tx.clone();
+        let slot = make_slot();
+        let deliver = deliver.clone();
         tokio::spawn(async move {
             let local = fixed_local.or_else(|| tcp.local_addr().ok());
             let result = acceptor.accept_with_addrs(tcp, peer, local).await;
             drop(permit);
             if let Ok(accepted) = result {
-                // A closed receiver means the listener is gone; the connection just drops.
-                let _ = tx.send(accepted).await;
+                deliver(slot, accepted).await;
             }
         });
     }

@@ -139,3 +139,79 @@ async fn graceful_shutdown_stops_accepting_and_drains() {
         "the listener must be closed"
     );
 }
+
+#[tokio::test]
+async fn drain_timeout_closes_connections_that_do_not_finish() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let listener = MtlsListener::bind("127.0.0.1:0", acceptor).await.unwrap();
+    let addr = listener.local_addr();
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<
+                bytes::Bytes,
+            >::default()))
+        });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tower_mtls::hyper::serve_with_shutdown(
+        listener,
+        service,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_millis(500),
+    ));
+    let mut slow = client::http1(addr, setup.client_h1(Some(&alice)))
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(async move { client::send1(&mut slow, client::get("/")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve_with_shutdown gave up on the slow request after the drain timeout")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(5), in_flight)
+        .await
+        .expect("the slow request ends when its connection is closed")
+        .unwrap();
+    assert!(
+        outcome.is_err(),
+        "the request cannot have completed: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_keeps_serving_a_listener_already_accepted_from() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let mut listener = MtlsListener::bind("127.0.0.1:0", acceptor).await.unwrap();
+    let addr = listener.local_addr();
+    let config = setup.client(Some(&alice));
+    let first = tokio::spawn(client::connect(addr, config.clone()));
+    let (_tls, info) = listener.accept().await.expect("first connection");
+    assert_eq!(
+        info.principal().and_then(|p| p.common_name()),
+        Some("alice")
+    );
+    first.await.unwrap().unwrap();
+
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(common::whoami);
+    tokio::spawn(tower_mtls::hyper::serve(listener, service));
+    let reply = client::get_once(addr, config, "/").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
