@@ -46,6 +46,39 @@ use crate::listener::{Accepted, MtlsListener, accept_loop};
 /// Errors from serving one connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// The services [`serve`] and [`serve_connection`] take: a cloneable tower service of hyper
+/// requests whose futures can move between threads. Implemented for every such service.
+pub trait HttpService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+}
+
+/// The response bodies [`serve`] can send. Implemented for every such body.
+pub trait HttpBody: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> HttpBody for B
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+}
+
 /// Serves one finished TLS connection: every request gets `info` in its extensions, and
 /// HTTP/1.1 or HTTP/2 is spoken as the client chose.
 pub async fn serve_connection<IO, S, B>(
@@ -55,12 +88,8 @@ pub async fn serve_connection<IO, S, B>(
 ) -> Result<(), BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     let service = TowerToHyperService::new(AddExtension::new(service, info));
     auto::Builder::new(TokioExecutor::new())
@@ -72,12 +101,8 @@ where
 /// closed).
 pub async fn serve<S, B>(listener: MtlsListener, service: S)
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
 {
     serve_with_shutdown(listener, service, std::future::pending(), Duration::MAX).await
 }
@@ -91,12 +116,8 @@ pub async fn serve_with_shutdown<S, B, F>(
     shutdown: F,
     drain_timeout: Duration,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: HttpBody,
     F: Future<Output = ()>,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -154,21 +175,16 @@ struct Connection<S> {
     service: S,
 }
 
-impl<S, B> Connection<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn serve(
+impl<S> Connection<S> {
+    async fn serve<B>(
         self,
         watcher: hyper_util::server::graceful::Watcher,
         mut aborted: tokio::sync::watch::Receiver<bool>,
         (stream, info): Accepted,
-    ) {
+    ) where
+        S: HttpService<B>,
+        B: HttpBody,
+    {
         let peer = info.peer_addr();
         let service = TowerToHyperService::new(AddExtension::new(self.service, info));
         let conn = self

@@ -50,7 +50,7 @@ async fn channel(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Channel
             let config = config.clone();
             async move {
                 let tls = client::connect(addr, config).await?;
-                Ok::<_, common::BoxError>(TokioIo::new(tls))
+                Ok::<_, common::client::BoxError>(TokioIo::new(tls))
             }
         }))
         .await

@@ -21,7 +21,7 @@ use tower_mtls::{
     MtlsConfigBuilder, Principal,
 };
 
-pub use client::{BoxError, Reply};
+pub use client::Reply;
 
 /// A CA, a server certificate and helpers to make clients of that CA.
 pub struct Setup {
@@ -89,15 +89,8 @@ pub async fn start<S, B>(
     service: S,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>)
 where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: tower_mtls::hyper::HttpService<B>,
+    B: tower_mtls::hyper::HttpBody,
 {
     start_acceptor(MtlsAcceptor::new(config), service).await
 }
@@ -108,15 +101,8 @@ pub async fn start_acceptor<S, B>(
     service: S,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>)
 where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: tower_mtls::hyper::HttpService<B>,
+    B: tower_mtls::hyper::HttpBody,
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
