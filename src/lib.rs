@@ -44,6 +44,17 @@
 //! # }
 //! ```
 //!
+//! # Where things are
+//! - TLS: [`MtlsConfig`] (secure defaults, files checked at build time), [`MtlsAcceptor`]
+//!   (handshake → [`ConnectionInfo`], resumption checks, [`reload`](MtlsAcceptor::reload),
+//!   [`watch_files`](MtlsAcceptor::watch_files)), [`MtlsListener`] (handshakes off the accept
+//!   loop, timeout, in-flight cap, counters).
+//! - Per request: [`MtlsAuthLayer`] with an [`Authorizer`]; ready-made authorization in
+//!   [`authorize`] (matchers, rules, TOML policies, caches, dry-run).
+//! - Stacks: [`hyper`] (`serve`, feature `hyper`), [`axum`] (`Listener`, extractors, feature
+//!   `axum`), [`tonic`] (`incoming`, `principal`, feature `tonic`). All on by default; use
+//!   `default-features = false` and pick.
+//!
 //! # Crypto provider
 //! Every rustls object is built with an explicit provider ([`crypto_provider`]): aws-lc-rs
 //! (feature `aws-lc-rs`, default) or ring (feature `ring`); aws-lc-rs wins when both are on.
