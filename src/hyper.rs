@@ -135,9 +135,9 @@ pub async fn serve_with_shutdown<S, B, F>(
                 acceptor,
                 max_in_flight,
                 || (graceful.watcher(), aborted.clone()),
-                move |(watcher, aborted), accepted| {
-                    connection.clone().serve(watcher, aborted, accepted)
-                },
+                // Called once per connection, on its own clone: the connection's state moves
+                // into the future instead of being held twice by the task.
+                move |(watcher, aborted), accepted| connection.serve(watcher, aborted, accepted),
                 shutdown,
             )
             .await;

@@ -235,7 +235,7 @@ pub(crate) async fn accept_loop<Slot, MakeSlot, Deliver, Delivered>(
 ) where
     MakeSlot: FnMut() -> Slot,
     Slot: Send + 'static,
-    Deliver: Fn(Slot, Accepted) -> Delivered + Clone + Send + 'static,
+    Deliver: FnOnce(Slot, Accepted) -> Delivered + Clone + Send + 'static,
     Delivered: Future<Output = ()> + Send,
 {
     // Bound to one address, every connection's local address is that one: no need for a
