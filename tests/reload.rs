@@ -266,3 +266,59 @@ async fn file_watcher_reloads_rotated_files() {
             .is_err()
     );
 }
+
+/// The way Kubernetes (and so cert-manager) rotates a mounted secret: the files are symlinks
+/// into `..data`, itself a symlink to a timestamped directory, swapped atomically by rename.
+#[cfg(unix)]
+#[tokio::test]
+async fn file_watcher_follows_a_kubernetes_style_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write_version = |name: &str, crl: String| {
+        let version = root.join(name);
+        std::fs::create_dir(&version).unwrap();
+        std::fs::write(version.join("tls.crt"), setup.server.chain_pem()).unwrap();
+        std::fs::write(version.join("tls.key"), &setup.server.key_pem).unwrap();
+        std::fs::write(version.join("ca.crt"), setup.ca.pem()).unwrap();
+        std::fs::write(version.join("clients.crl"), crl).unwrap();
+    };
+    write_version("..v1", setup.ca.crl(&[]));
+    symlink("..v1", root.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key", "ca.crt", "clients.crl"] {
+        symlink(format!("..data/{file}"), root.join(file)).unwrap();
+    }
+    let builder = MtlsConfig::builder()
+        .server_cert_pem_file(root.join("tls.crt"))
+        .server_key_pem_file(root.join("tls.key"))
+        .client_ca_pem_file(root.join("ca.crt"))
+        .crl_pem_file(root.join("clients.crl"));
+    let acceptor = MtlsAcceptor::new(builder.build().unwrap());
+    let _watcher = acceptor.watch_files(builder, Duration::from_millis(50));
+    let addr = start_whoami(acceptor.clone()).await;
+    let reply = client::get_once(addr, setup.client(Some(&alice)), "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // A new version revoking alice, then the atomic swap of `..data`.
+    write_version("..v2", setup.ca.crl(&[&alice]));
+    symlink("..v2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while acceptor.generation() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the swap was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        client::get_once(addr, setup.client(Some(&alice)), "/")
+            .await
+            .is_err()
+    );
+}
