@@ -157,18 +157,10 @@ fn write_pem_files(
     bob: &pki::Identity,
 ) -> std::io::Result<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tower-mtls-quickstart");
-    std::fs::create_dir_all(&dir)?;
-    let files = [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server.chain_pem()),
-        ("server-key.pem", server.key_pem.clone()),
-        ("alice.pem", alice.chain_pem()),
-        ("alice-key.pem", alice.key_pem.clone()),
-        ("bob.pem", bob.chain_pem()),
-        ("bob-key.pem", bob.key_pem.clone()),
-    ];
-    for (name, contents) in files {
-        std::fs::write(dir.join(name), contents)?;
-    }
+    pki::write_pem_files(
+        &dir,
+        ca,
+        &[("server", server), ("alice", alice), ("bob", bob)],
+    )?;
     Ok(dir)
 }

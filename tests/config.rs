@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use common::Setup;
 use common::pki::Ca;
@@ -330,19 +328,6 @@ fn specific_form(der: &rustls::pki_types::PrivateKeyDer<'_>, key: &rcgen::KeyPai
     pem::encode(&pem::Pem::new(label, inner))
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn expired_server_certificate_builds_with_a_warning() {
     let ca = Ca::root("server CA");
@@ -350,13 +335,8 @@ fn expired_server_certificate_builds_with_a_warning() {
     params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
     params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     let expired = ca.issue(params);
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let built = tracing::subscriber::with_default(subscriber, || {
+    let logs = common::LogCapture::default();
+    let built = tracing::subscriber::with_default(logs.subscriber(), || {
         MtlsConfig::builder()
             .server_cert_pem(expired.chain_pem())
             .server_key_pem(expired.key_pem.clone())
@@ -364,7 +344,7 @@ fn expired_server_certificate_builds_with_a_warning() {
             .build()
     });
     assert!(built.is_ok());
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("server certificate has expired"),
         "logs: {text}"

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::{Setup, client, expect_rejected};
 use http::StatusCode;
 use tower::ServiceBuilder;
@@ -13,40 +10,11 @@ use tower_mtls::{
     AuthContext, ClientAuth, Decision, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer,
 };
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 // A current-thread runtime: the server tasks run on this thread, under this subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn one_event_per_rejection_and_per_failed_handshake() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = common::LogCapture::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
 
     let setup = Setup::new();
     let bob = setup.ca.client("bob", &["users"]);
@@ -106,7 +74,7 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
         );
     }
 
-    let everything = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let everything = logs.text();
     assert!(
         !everything.contains("PRIVATE KEY"),
         "key material in the logs"

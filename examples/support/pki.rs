@@ -32,6 +32,22 @@ impl Identity {
     }
 }
 
+/// Writes `ca.pem`, and `<name>.pem` (chain) plus `<name>-key.pem` for every identity, into
+/// `dir` (created if missing).
+pub fn write_pem_files(
+    dir: &std::path::Path,
+    ca: &Ca,
+    identities: &[(&str, &Identity)],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    for (name, identity) in identities {
+        std::fs::write(dir.join(format!("{name}.pem")), identity.chain_pem())?;
+        std::fs::write(dir.join(format!("{name}-key.pem")), &identity.key_pem)?;
+    }
+    Ok(())
+}
+
 pub fn der_to_pem(der: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }

@@ -156,7 +156,6 @@ pub fn tls_builder(args: &Args, what: &str) -> Result<MtlsConfigBuilder, String>
 /// `target/tower-mtls-dev/`.
 fn dev_pki() -> Result<PathBuf, String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tower-mtls-dev");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca = pki::Ca::root("tower-mtls development CA");
     let server = ca.server();
     let alice = ca.client("alice", &["admins"]);
@@ -168,22 +167,17 @@ fn dev_pki() -> Result<PathBuf, String> {
             .map_err(|e| format!("{e}"))?,
     )];
     let svc = ca.issue(svc_params);
-    let files = [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server.chain_pem()),
-        ("server-key.pem", server.key_pem.clone()),
-        ("alice.pem", alice.chain_pem()),
-        ("alice-key.pem", alice.key_pem.clone()),
-        ("bob.pem", bob.chain_pem()),
-        ("bob-key.pem", bob.key_pem.clone()),
-        ("svc.pem", svc.chain_pem()),
-        ("svc-key.pem", svc.key_pem.clone()),
-    ];
-    for (name, contents) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, contents)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    pki::write_pem_files(
+        &dir,
+        &ca,
+        &[
+            ("server", &server),
+            ("alice", &alice),
+            ("bob", &bob),
+            ("svc", &svc),
+        ],
+    )
+    .map_err(|e| format!("cannot write the development PKI to {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
