@@ -99,6 +99,11 @@ fn start(name: &str, args: &[String]) -> Server {
         .spawn()
         .expect("start example");
     let stdout = child.stdout.take().expect("stdout");
+    // Owned by the guard from here on, so a panic below still kills the process.
+    let mut server = Server {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -110,10 +115,8 @@ fn start(name: &str, args: &[String]) -> Server {
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the example printed its address");
-    Server {
-        child,
-        addr: addr.parse().expect("socket address"),
-    }
+    server.addr = addr.parse().expect("socket address");
+    server
 }
 
 fn files(setup: &Setup, dir: &tempfile::TempDir) -> Vec<String> {
