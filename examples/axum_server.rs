@@ -63,15 +63,7 @@ async fn log_request(info: Option<ConnectionInfo>, req: Request, next: Next) -> 
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    tracing::info!(
-        peer = info.as_ref().map(|i| i.peer_addr().to_string()),
-        principal = info.as_ref().and_then(|i| i.principal()).map(|p| p.to_string()),
-        %method,
-        path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    server::log_request(info.as_ref(), &method, &path, response.status(), started);
     response
 }
 
@@ -133,13 +125,7 @@ async fn main() -> ExitCode {
     )
     .with_graceful_shutdown(server::ctrl_c())
     .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code(served)
 }
 
 #[cfg(unix)]

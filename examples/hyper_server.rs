@@ -96,15 +96,7 @@ async fn main() -> ExitCode {
             } else {
                 protected.oneshot(req).await?
             };
-            tracing::info!(
-                peer = info.as_ref().map(|i| i.peer_addr().to_string()),
-                principal = info.as_ref().and_then(|i| i.principal()).map(|p| p.to_string()),
-                %method,
-                path,
-                status = response.status().as_u16(),
-                micros = started.elapsed().as_micros() as u64,
-                "request"
-            );
+            server::log_request(info.as_ref(), &method, &path, response.status(), started);
             Ok::<_, Infallible>(response)
         }
     });

@@ -57,11 +57,5 @@ async fn main() -> ExitCode {
         .add_service(health)
         .serve_with_incoming_shutdown(tower_mtls::tonic::incoming(listener), server::ctrl_c())
         .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    server::exit_code(served)
 }

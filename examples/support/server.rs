@@ -90,6 +90,36 @@ pub async fn bind(name: &str, args: &Args, config: MtlsConfig) -> Result<MtlsLis
     Ok(listener)
 }
 
+/// The one log line per request of the HTTP examples.
+pub fn log_request(
+    info: Option<&tower_mtls::ConnectionInfo>,
+    method: &http::Method,
+    path: &str,
+    status: http::StatusCode,
+    started: std::time::Instant,
+) {
+    tracing::info!(
+        peer = info.map(|i| i.peer_addr().to_string()),
+        principal = info.and_then(|i| i.principal()).map(|p| p.to_string()),
+        %method,
+        path,
+        status = status.as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+}
+
+/// The exit code of a server that has stopped.
+pub fn exit_code<E: std::fmt::Display>(served: Result<(), E>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Waits for Ctrl-C.
 pub async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
