@@ -25,6 +25,14 @@ fn admins_only(ctx: &AuthContext<'_>) -> Decision {
     }
 }
 
+/// Serves [`whoami`] behind the layer with [`admins_only`].
+async fn start_admins_only(setup: &Setup, mode: ClientAuth) -> std::net::SocketAddr {
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(admins_only)))
+        .service_fn(whoami);
+    start(setup.config(mode), service).await.0
+}
+
 #[tokio::test]
 async fn verified_client_reaches_handler_with_its_principal() {
     common::init_tracing();
@@ -117,10 +125,7 @@ async fn authorizer_denial_is_403_and_allow_reaches_handler() {
     let setup = Setup::new();
     let alice = setup.ca.client("alice", &["admins"]);
     let bob = setup.ca.client("bob", &["users"]);
-    let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(admins_only)))
-        .service_fn(whoami);
-    let (addr, _server) = start(setup.config(ClientAuth::Required), service).await;
+    let addr = start_admins_only(&setup, ClientAuth::Required).await;
 
     let reply = client::get_once(addr, setup.client(Some(&bob)), "/x")
         .await
@@ -146,10 +151,7 @@ async fn grpc_requests_get_grpc_statuses() {
     common::init_tracing();
     let setup = Setup::new();
     let bob = setup.ca.client("bob", &["users"]);
-    let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(admins_only)))
-        .service_fn(whoami);
-    let (addr, _server) = start(setup.config(ClientAuth::Optional), service).await;
+    let addr = start_admins_only(&setup, ClientAuth::Optional).await;
 
     let grpc = || {
         Request::post("/grpc.health.v1.Health/Check")
@@ -198,10 +200,7 @@ async fn identity_headers_are_ignored() {
     common::init_tracing();
     let setup = Setup::new();
     let bob = setup.ca.client("bob", &["users"]);
-    let service = ServiceBuilder::new()
-        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(admins_only)))
-        .service_fn(whoami);
-    let (addr, _server) = start(setup.config(ClientAuth::Optional), service).await;
+    let addr = start_admins_only(&setup, ClientAuth::Optional).await;
     let spoof = |req: &mut Request<_>| {
         let h = req.headers_mut();
         h.insert(
@@ -393,8 +392,10 @@ async fn roles_are_mapped_once_per_connection() {
         .await
         .unwrap();
     for _ in 0..5 {
-        let reply = client::send1(&mut conn, client::get("/")).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            client::status1(&mut conn, "/").await.unwrap(),
+            StatusCode::OK
+        );
     }
     assert_eq!(
         mapped.load(Ordering::SeqCst),

@@ -11,6 +11,31 @@ use tokio::net::TcpStream;
 use tower::ServiceBuilder;
 use tower_mtls::{AllowAnyVerified, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
 
+/// Runs `serve_with_shutdown` in a task; sending on the returned channel starts the shutdown.
+fn serve_until_stopped<S, B>(
+    listener: MtlsListener,
+    service: S,
+    drain_timeout: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    S: tower_mtls::hyper::HttpService<B>,
+    B: tower_mtls::hyper::HttpBody,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tower_mtls::hyper::serve_with_shutdown(
+        listener,
+        service,
+        async {
+            let _ = stopped.await;
+        },
+        drain_timeout,
+    ));
+    (stop, server)
+}
+
 #[tokio::test]
 async fn stalled_clients_do_not_delay_a_real_one() {
     common::init_tracing();
@@ -107,24 +132,13 @@ async fn graceful_shutdown_stops_accepting_and_drains() {
     let service = ServiceBuilder::new()
         .layer(MtlsAuthLayer::new(AllowAnyVerified))
         .service_fn(common::whoami);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tower_mtls::hyper::serve_with_shutdown(
-        listener,
-        service,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(2),
-    ));
+    let (stop, server) = serve_until_stopped(listener, service, Duration::from_secs(2));
 
     let mut open = client::http1(addr, setup.client_h1(Some(&alice)))
         .await
         .unwrap();
     assert_eq!(
-        client::send1(&mut open, client::get("/"))
-            .await
-            .unwrap()
-            .status,
+        client::status1(&mut open, "/").await.unwrap(),
         StatusCode::OK
     );
     let _ = stop.send(());
@@ -156,15 +170,7 @@ async fn drain_timeout_closes_connections_that_do_not_finish() {
                 bytes::Bytes,
             >::default()))
         });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tower_mtls::hyper::serve_with_shutdown(
-        listener,
-        service,
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_millis(500),
-    ));
+    let (stop, server) = serve_until_stopped(listener, service, Duration::from_millis(500));
     let mut slow = client::http1(addr, setup.client_h1(Some(&alice)))
         .await
         .unwrap();

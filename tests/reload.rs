@@ -62,29 +62,22 @@ async fn revocation_reaches_connections_already_open() {
         .await
         .unwrap();
     let mut b = client::http2(addr, setup.client(Some(&bob))).await.unwrap();
-    assert_eq!(
-        client::send1(&mut a, client::get("/"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        client::send2(&mut b, client::get("/"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(client::status1(&mut a, "/").await.unwrap(), StatusCode::OK);
+    assert_eq!(client::status2(&mut b, "/").await.unwrap(), StatusCode::OK);
 
     acceptor
         .reload_from(&setup.builder().crl_pem(setup.ca.crl(&[&alice])))
         .unwrap();
     for _ in 0..3 {
-        let reply = client::send1(&mut a, client::get("/")).await.unwrap();
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-        let reply = client::send2(&mut b, client::get("/")).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "bob is not revoked");
+        assert_eq!(
+            client::status1(&mut a, "/").await.unwrap(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            client::status2(&mut b, "/").await.unwrap(),
+            StatusCode::OK,
+            "bob is not revoked"
+        );
     }
 }
 
@@ -98,13 +91,7 @@ async fn removing_a_ca_reaches_connections_already_open() {
     let mut a = client::http2(addr, setup.client(Some(&alice)))
         .await
         .unwrap();
-    assert_eq!(
-        client::send2(&mut a, client::get("/"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(client::status2(&mut a, "/").await.unwrap(), StatusCode::OK);
 
     let other_ca = Ca::root("replacement CA");
     let builder = MtlsConfig::builder()
@@ -112,12 +99,13 @@ async fn removing_a_ca_reaches_connections_already_open() {
         .server_key_pem(setup.server.key_pem.clone())
         .client_ca_pem(other_ca.pem());
     acceptor.reload_from(&builder).unwrap();
-    let reply = client::send2(&mut a, client::get("/")).await.unwrap();
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        client::status2(&mut a, "/").await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
     // ... and a CA put back is trusted again.
     acceptor.reload_from(&setup.builder()).unwrap();
-    let reply = client::send2(&mut a, client::get("/")).await.unwrap();
-    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(client::status2(&mut a, "/").await.unwrap(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -133,15 +121,14 @@ async fn certificate_expiring_during_a_connection_gets_401() {
         .await
         .unwrap();
     assert_eq!(
-        client::send2(&mut conn, client::get("/"))
-            .await
-            .unwrap()
-            .status,
+        client::status2(&mut conn, "/").await.unwrap(),
         StatusCode::OK
     );
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    let reply = client::send2(&mut conn, client::get("/")).await.unwrap();
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        client::status2(&mut conn, "/").await.unwrap(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -155,10 +142,7 @@ async fn server_certificate_swap_keeps_open_connections() {
         .await
         .unwrap();
     assert_eq!(
-        client::send1(&mut open, client::get("/"))
-            .await
-            .unwrap()
-            .status,
+        client::status1(&mut open, "/").await.unwrap(),
         StatusCode::OK
     );
 
@@ -174,10 +158,7 @@ async fn server_certificate_swap_keeps_open_connections() {
 
     // The open connection keeps working.
     assert_eq!(
-        client::send1(&mut open, client::get("/"))
-            .await
-            .unwrap()
-            .status,
+        client::status1(&mut open, "/").await.unwrap(),
         StatusCode::OK
     );
     // New handshakes see the new certificate: a client trusting only the old one fails...

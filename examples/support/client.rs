@@ -122,6 +122,22 @@ pub async fn send2(
     read(sender.send_request(req).await?).await
 }
 
+/// The status of `GET path` on an open HTTP/1.1 connection.
+pub async fn status1(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> Result<StatusCode, BoxError> {
+    Ok(send1(sender, get(path)).await?.status)
+}
+
+/// The status of `GET path` on an open HTTP/2 connection.
+pub async fn status2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> Result<StatusCode, BoxError> {
+    Ok(send2(sender, get(path)).await?.status)
+}
+
 /// One request on a fresh HTTP/1.1 connection.
 pub async fn get_once(
     addr: SocketAddr,
