@@ -207,6 +207,26 @@ fn ca_bundle_holding_a_leaf() {
 }
 
 #[test]
+fn intermediates_file_holding_a_leaf() {
+    let setup = Setup::new();
+    let files = Files::new(&setup);
+    let leaf = files.write(
+        "intermediates.pem",
+        &setup.ca.client("alice", &[]).chain_pem(),
+    );
+    let err = files
+        .builder()
+        .intermediates_pem_file(&leaf)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::NotACa { index: 1, .. }),
+        "{err}"
+    );
+    names(&err, &leaf);
+}
+
+#[test]
 fn malformed_crl() {
     let setup = Setup::new();
     let files = Files::new(&setup);

@@ -76,6 +76,23 @@ fn bad_flags_and_files_exit_2_with_a_message() {
     }
 }
 
+#[test]
+fn unreadable_crl_exits_2_naming_the_file() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = files(&setup, &dir);
+    args.extend(["--crl".into(), "/nonexistent/clients.crl".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for name in ["axum_server", "hyper_server", "tonic_server"] {
+        let (code, stderr) = run_to_exit(name, &args);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(
+            stderr.contains("/nonexistent/clients.crl"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
 /// A running example server, killed on drop.
 struct Server {
     child: Child,

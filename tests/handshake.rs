@@ -359,3 +359,24 @@ async fn stale_crl_is_refused_only_when_expiry_is_enforced() {
     assert_refused(enforced, &setup, Some(&alice), HandshakeFailure::ExpiredCrl).await;
     assert_accepted(setup.builder().crl_pem(stale), &setup, &alice).await;
 }
+
+#[tokio::test]
+async fn client_that_hangs_up_mid_handshake() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let addr = start_whoami(acceptor.clone()).await;
+    // The first bytes of a TLS 1.3 ClientHello record, then the connection closes.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .await
+        .unwrap();
+    drop(tcp);
+    expect_rejected(&acceptor, HandshakeFailure::Io).await;
+    // and nobody else is affected
+    let alice = setup.ca.client("alice", &[]);
+    let reply = client::get_once(addr, setup.client(Some(&alice)), "/whoami")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}

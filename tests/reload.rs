@@ -167,6 +167,8 @@ async fn server_certificate_swap_keeps_open_connections() {
             .await
             .is_err()
     );
+    // (the client refused the server's certificate: the server counts its alert)
+    expect_rejected(&acceptor, HandshakeFailure::AlertReceived).await;
     // ... and one trusting the new one succeeds.
     let trusting_new = common::client::client_config(
         new_server_ca.der(),
