@@ -14,7 +14,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use tower_mtls::{Principal, Roles, RuleSet};
+use tower_mtls::Principal;
+use tower_mtls::authorize::RuleSet;
+use tower_mtls::identity::Roles;
 
 /// Counts allocations so the bench can show that a decision makes none.
 #[global_allocator]

@@ -22,7 +22,8 @@ use http_body_util::Full;
 use permission_store::PermissionStore;
 use tower::ServiceBuilder;
 use tower_mtls::authorize::DecisionCache;
-use tower_mtls::{ClientAuth, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener, Principal};
+use tower_mtls::tls::ClientAuth;
+use tower_mtls::{MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener, Principal};
 
 async fn handler(_: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"report\n"))))

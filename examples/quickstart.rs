@@ -18,9 +18,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::ServiceBuilder;
+use tower_mtls::tls::ClientAuth;
 use tower_mtls::{
-    AuthContext, ClientAuth, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener,
-    Principal,
+    AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener, Principal,
 };
 
 /// `/admin` needs OU=admins; everything else is open to any verified client.

@@ -37,12 +37,15 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use http::request::Parts;
 
-use crate::connection::ConnectionInfo;
-use crate::layer::authenticate_parts;
-use crate::listener::MtlsListener;
-use crate::principal::Principal;
-use crate::reject::{self, Rejection};
-use crate::stream::MtlsStream;
+use bytes::Bytes;
+
+use crate::audit;
+use crate::identity::connection::ConnectionInfo;
+use crate::identity::lookup::{authenticate, connection_of};
+use crate::identity::principal::Principal;
+use crate::reject::{self, Rejection, RejectionBody};
+use crate::tls::listener::MtlsListener;
+use crate::tls::stream::MtlsStream;
 
 impl Listener for MtlsListener {
     type Io = MtlsStream;
@@ -64,19 +67,36 @@ impl Listener for MtlsListener {
     }
 }
 
+/// Where `into_make_service_with_connect_info::<ConnectionInfo>()` puts the connection: the
+/// crate's one lookup of a request's connection asks here when the plain extension is missing.
+pub(crate) fn connect_info_in(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
+    extensions
+        .get::<axum::extract::ConnectInfo<ConnectionInfo>>()
+        .map(|info| &info.0)
+}
+
+impl RejectionBody for Body {
+    fn from_static(bytes: &'static [u8]) -> Self {
+        Body::from(Bytes::from_static(bytes))
+    }
+    fn empty() -> Self {
+        Body::empty()
+    }
+}
+
 impl Connected<IncomingStream<'_, MtlsListener>> for ConnectionInfo {
     fn connect_info(stream: IncomingStream<'_, MtlsListener>) -> Self {
         stream.io().info().clone()
     }
 }
 
-/// The 401 an extractor answers with: the same body as the layer's.
+/// The 401 the [`Principal`] extractor answers with: the same response as the layer's.
 #[derive(Debug)]
-pub struct Unauthenticated {
+pub struct PrincipalRejection {
     grpc: bool,
 }
 
-impl IntoResponse for Unauthenticated {
+impl IntoResponse for PrincipalRejection {
     fn into_response(self) -> Response {
         if self.grpc {
             reject::grpc_response::<Body>(Rejection::Unauthenticated)
@@ -90,17 +110,17 @@ impl IntoResponse for Unauthenticated {
 /// after authorizing it, or, on routes without the layer, the connection's own (still
 /// re-checked for expiry and revocation). No verified identity → 401.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = Unauthenticated;
+    type Rejection = PrincipalRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
         }
-        match authenticate_parts(&parts.extensions) {
+        match authenticate(&parts.extensions) {
             Ok((_, principal)) => Ok(principal.clone()),
             Err(failure) => {
-                failure.log(Rejection::Unauthenticated, &parts.method, parts.uri.path());
-                Err(Unauthenticated {
+                audit::unauthenticated(&failure, &parts.method, parts.uri.path());
+                Err(PrincipalRejection {
                     grpc: reject::is_grpc(&parts.headers),
                 })
             }
@@ -118,7 +138,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(Some(principal.clone()));
         }
-        Ok(authenticate_parts(&parts.extensions)
+        Ok(authenticate(&parts.extensions)
             .ok()
             .map(|(_, principal)| principal.clone()))
     }
@@ -130,12 +150,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectionInfo {
     type Rejection = (http::StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        crate::layer::connection_in(&parts.extensions)
-            .cloned()
-            .ok_or((
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "no ConnectionInfo: serve with into_make_service_with_connect_info::<ConnectionInfo>()",
-            ))
+        connection_of(&parts.extensions).cloned().ok_or((
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "no ConnectionInfo: serve with into_make_service_with_connect_info::<ConnectionInfo>()",
+        ))
     }
 }
 
@@ -146,6 +164,6 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for ConnectionInfo {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(crate::layer::connection_in(&parts.extensions).cloned())
+        Ok(connection_of(&parts.extensions).cloned())
     }
 }

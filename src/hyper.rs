@@ -28,6 +28,7 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -40,8 +41,9 @@ use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
 use tower_service::Service;
 
-use crate::connection::ConnectionInfo;
-use crate::listener::{Accepted, MtlsListener, accept_loop};
+use crate::identity::connection::ConnectionInfo;
+use crate::tls::accept_loop::{Accepted, Handoff};
+use crate::tls::listener::MtlsListener;
 
 /// Errors from serving one connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -126,21 +128,18 @@ pub async fn serve_with_shutdown<S, B, F>(
         builder: auto::Builder::new(TokioExecutor::new()),
         service,
     };
-    match listener.take_idle() {
+    match listener.take_accept_loop() {
         // The usual case: each connection is served by the task that ran its handshake.
-        Some((tcp, local_addr, acceptor, max_in_flight)) => {
-            accept_loop(
-                tcp,
-                local_addr,
-                acceptor,
-                max_in_flight,
-                || (graceful.watcher(), aborted.clone()),
-                // Called once per connection, on its own clone: the connection's state moves
-                // into the future instead of being held twice by the task.
-                move |(watcher, aborted), accepted| connection.serve(watcher, aborted, accepted),
-                shutdown,
-            )
-            .await;
+        Some(accept_loop) => {
+            // The service moves in (it need not be `Sync`); the shutdown signals are shared.
+            let (graceful, aborted) = (&graceful, &aborted);
+            let handoff = move || ServeConnection {
+                connection: connection.clone(),
+                watcher: graceful.watcher(),
+                aborted: aborted.clone(),
+                body: PhantomData,
+            };
+            accept_loop.run(handoff, shutdown).await;
         }
         // Somebody already took connections from this listener: keep taking them from it.
         None => {
@@ -165,6 +164,25 @@ pub async fn serve_with_shutdown<S, B, F>(
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
         let _ = abort.send(true);
+    }
+}
+
+/// Serves one finished connection in its handshake task (the listener's [`Handoff`] for
+/// `serve`).
+struct ServeConnection<S, B> {
+    connection: Connection<S>,
+    watcher: hyper_util::server::graceful::Watcher,
+    aborted: tokio::sync::watch::Receiver<bool>,
+    body: PhantomData<fn() -> B>,
+}
+
+impl<S, B> Handoff for ServeConnection<S, B>
+where
+    S: HttpService<B>,
+    B: HttpBody,
+{
+    fn deliver(self, accepted: Accepted) -> impl Future<Output = ()> + Send {
+        self.connection.serve(self.watcher, self.aborted, accepted)
     }
 }
 

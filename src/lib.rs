@@ -45,67 +45,86 @@
 //! ```
 //!
 //! # Where things are
-//! - TLS: [`MtlsConfig`] (secure defaults, files checked at build time), [`MtlsAcceptor`]
-//!   (handshake → [`ConnectionInfo`], resumption checks, [`reload`](MtlsAcceptor::reload),
-//!   [`watch_files`](MtlsAcceptor::watch_files)), [`MtlsListener`] (handshakes off the accept
-//!   loop, timeout, in-flight cap, counters).
-//! - Per request: [`MtlsAuthLayer`] with an [`Authorizer`]; ready-made authorization in
-//!   [`authorize`] (matchers, rules, TOML policies, caches, dry-run).
+//! The crate follows the data path, one module per stage:
+//!
+//! - [`tls`]: the TLS side — [`MtlsConfig`] (secure defaults, files checked at build time),
+//!   [`MtlsAcceptor`] (handshake → [`ConnectionInfo`], resumption checks,
+//!   [`reload`](MtlsAcceptor::reload), [`watch_files`](MtlsAcceptor::watch_files)),
+//!   [`MtlsListener`] (handshakes off the accept loop, timeout, in-flight cap, counters).
+//! - [`identity`]: who the client is — [`Principal`], names, [`SpiffeId`], roles, and the
+//!   [`ConnectionInfo`] that every request of a connection carries.
+//! - [`authorize`]: who may do what — the [`Authorizer`] trait and a toolkit (matchers, rules,
+//!   caches, dry-run); [`policy`] reads rules from TOML (feature `policy`).
+//! - [`MtlsAuthLayer`] ([`layer`]): 401 without a verified identity, 403 when the authorizer
+//!   says no; [`reject`] builds those responses.
 //! - Stacks: [`hyper`] (`serve`, feature `hyper`), [`axum`] (`Listener`, extractors, feature
-//!   `axum`), [`tonic`] (`incoming`, `principal`, feature `tonic`). All on by default; use
-//!   `default-features = false` and pick.
+//!   `axum`), [`tonic`] (`incoming`, `principal`, feature `tonic`); [`test_util`] (feature
+//!   `test-util`) builds principals and requests for unit tests of your authorizers.
+//!
+//! # Features
+//! | feature | what it adds | default |
+//! |---|---|---|
+//! | `aws-lc-rs` | aws-lc-rs as the rustls crypto provider | yes |
+//! | `ring` | ring as the provider (aws-lc-rs wins when both are on) | |
+//! | `hyper` | [`hyper::serve`]: hyper-util HTTP/1.1 + HTTP/2 server | |
+//! | `axum` | `MtlsListener` as an axum 0.8 `Listener`, extractors | |
+//! | `tonic` | an incoming stream for tonic 0.14, request helpers | |
+//! | `policy` | TOML policy files (serde, toml) | |
+//! | `test-util` | [`test_util`] | |
 //!
 //! # Crypto provider
-//! Every rustls object is built with an explicit provider ([`crypto_provider`]): aws-lc-rs
-//! (feature `aws-lc-rs`, default) or ring (feature `ring`); aws-lc-rs wins when both are on.
+//! Every rustls object is built with an explicit provider ([`tls::crypto_provider`]):
+//! aws-lc-rs (feature `aws-lc-rs`, default) or ring (feature `ring`); aws-lc-rs wins when both
+//! are on.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
 compile_error!("tower-mtls needs a crypto provider: enable the `aws-lc-rs` or the `ring` feature");
 
-mod acceptor;
+mod audit;
+mod auth;
 pub mod authorize;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
-pub mod config;
-mod connection;
-mod failure;
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
-pub mod layer;
-pub mod listener;
-pub mod name;
-mod principal;
+pub mod identity;
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub mod policy;
 pub mod reject;
-pub mod reload;
-mod resumption;
-pub mod roles;
-pub mod spiffe;
-mod stream;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+#[cfg(test)]
+mod testing;
+pub mod tls;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
-pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor};
-pub use authorize::{
-    AllowAnyVerified, AuthContext, Authorizer, Decision, IntoVerdict, Matcher, PolicyError, Reason,
-    ReloadablePolicy, Rule, RuleSet, Verdict, allow_any_verified, authorize_fn,
+pub use auth::MtlsAuthLayer;
+pub use authorize::authorizer::{
+    AllowAnyVerified, AuthContext, Authorizer, Decision, authorize_fn,
 };
-pub use config::{
-    ClientAuth, ConfigError, MtlsConfig, MtlsConfigBuilder, RevocationScope, TlsVersions,
-    UnknownRevocation, crypto_provider,
-};
-pub use connection::{ConnectionInfo, StaleIdentity};
-pub use failure::{AcceptError, HandshakeFailure, HandshakeStats};
-pub use layer::{MtlsAuth, MtlsAuthLayer, ResponseFuture};
-pub use listener::{MtlsListener, MtlsListenerBuilder};
-pub use name::DistinguishedName;
-pub use principal::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
-pub use reject::{Rejection, RejectionFormat};
-pub use reload::ReloadWatcher;
-pub use roles::{RoleMapper, Roles};
-pub use spiffe::{SpiffeId, SpiffeIdError};
-pub use stream::MtlsStream;
+pub use identity::connection::ConnectionInfo;
+pub use identity::principal::{Principal, PrincipalError};
+pub use identity::spiffe_id::{SpiffeId, SpiffeIdError};
+pub use tls::acceptor::MtlsAcceptor;
+pub use tls::config::MtlsConfig;
+pub use tls::config_error::ConfigError;
+pub use tls::handshake_error::AcceptError;
+pub use tls::listener::MtlsListener;
+
+/// The service and response future of [`MtlsAuthLayer`], for naming their types.
+pub mod layer {
+    pub use crate::auth::{MtlsAuth, ResponseFuture};
+}
 
 /// The rustls types that appear in this crate's API.
 pub use rustls;
@@ -113,3 +132,13 @@ pub use rustls;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// The one place the core learns of a stack: axum's `into_make_service_with_connect_info`
+// wraps the `ConnectionInfo` it inserts in `ConnectInfo`; without axum nothing does.
+#[cfg(feature = "axum")]
+use axum::connect_info_in as axum_connect_info;
+
+#[cfg(not(feature = "axum"))]
+fn axum_connect_info(_: &http::Extensions) -> Option<&ConnectionInfo> {
+    None
+}

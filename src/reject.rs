@@ -69,7 +69,7 @@ pub enum RejectionFormat {
 }
 
 /// Whether a request is gRPC, by its content type.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
@@ -110,7 +110,7 @@ impl<B: RejectionBody> Respond<B> for DefaultResponder {
 }
 
 /// The problem-details response for `rejection`.
-pub fn http_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
+pub(crate) fn http_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
     let mut response = Response::new(B::from_static(rejection.problem_json().as_bytes()));
     *response.status_mut() = rejection.status();
     response.headers_mut().insert(
@@ -121,7 +121,7 @@ pub fn http_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
 }
 
 /// The gRPC trailers-only response for `rejection`.
-pub fn grpc_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
+pub(crate) fn grpc_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
     let mut response = Response::new(B::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -137,7 +137,9 @@ pub fn grpc_response<B: RejectionBody>(rejection: Rejection) -> Response<B> {
     response
 }
 
-/// Response bodies the built-in responder can build.
+/// Response bodies the built-in responder can build: `http_body_util`'s `Full<Bytes>`,
+/// `BoxBody` and `UnsyncBoxBody`, `String`, and, with their features, `axum::body::Body` and
+/// `tonic::body::Body`. Implement it for your own body type.
 pub trait RejectionBody {
     /// A body holding `bytes`.
     fn from_static(bytes: &'static [u8]) -> Self;
@@ -184,25 +186,5 @@ impl RejectionBody for String {
     }
     fn empty() -> Self {
         String::new()
-    }
-}
-
-#[cfg(feature = "axum")]
-impl RejectionBody for axum::body::Body {
-    fn from_static(bytes: &'static [u8]) -> Self {
-        axum::body::Body::from(Bytes::from_static(bytes))
-    }
-    fn empty() -> Self {
-        axum::body::Body::empty()
-    }
-}
-
-#[cfg(feature = "tonic")]
-impl RejectionBody for tonic::body::Body {
-    fn from_static(bytes: &'static [u8]) -> Self {
-        tonic::body::Body::new(http_body_util::Full::new(Bytes::from_static(bytes)))
-    }
-    fn empty() -> Self {
-        tonic::body::Body::default()
     }
 }

@@ -30,12 +30,23 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tonic::transport::server::Connected;
 
-use crate::connection::ConnectionInfo;
-use crate::listener::MtlsListener;
-use crate::principal::Principal;
-use crate::stream::MtlsStream;
+use crate::identity::connection::ConnectionInfo;
+use crate::identity::principal::Principal;
+use crate::reject::RejectionBody;
+use crate::tls::listener::MtlsListener;
+use crate::tls::stream::MtlsStream;
+
+impl RejectionBody for tonic::body::Body {
+    fn from_static(bytes: &'static [u8]) -> Self {
+        tonic::body::Body::new(http_body_util::Full::new(Bytes::from_static(bytes)))
+    }
+    fn empty() -> Self {
+        tonic::body::Body::default()
+    }
+}
 
 impl<IO> Connected for MtlsStream<IO> {
     type ConnectInfo = ConnectionInfo;

@@ -15,9 +15,10 @@ use axum::routing::get;
 use common::{Setup, client, json};
 use http::StatusCode;
 use tokio::net::TcpStream;
+use tower_mtls::tls::ClientAuth;
 use tower_mtls::{
-    AllowAnyVerified, ClientAuth, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener,
-    Principal, SpiffeId,
+    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal,
+    SpiffeId,
 };
 
 async fn serve(app: Router, acceptor: MtlsAcceptor) -> std::net::SocketAddr {

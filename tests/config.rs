@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use common::Setup;
 use common::pki::Ca;
-use tower_mtls::config::Origin;
-use tower_mtls::{ConfigError, MtlsConfig, MtlsConfigBuilder};
+use tower_mtls::tls::MtlsConfigBuilder;
+use tower_mtls::tls::Origin;
+use tower_mtls::{ConfigError, MtlsConfig};
 
 struct Files {
     dir: tempfile::TempDir,

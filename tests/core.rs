@@ -11,7 +11,8 @@ use common::{Setup, client, json, start, whoami};
 use http::{Request, StatusCode};
 use sha2::{Digest, Sha256};
 use tower::ServiceBuilder;
-use tower_mtls::{AllowAnyVerified, AuthContext, ClientAuth, Decision, MtlsAuthLayer};
+use tower_mtls::tls::ClientAuth;
+use tower_mtls::{AllowAnyVerified, AuthContext, Decision, MtlsAuthLayer};
 
 fn admins_only(ctx: &AuthContext<'_>) -> Decision {
     if ctx
@@ -374,7 +375,9 @@ async fn roles_are_mapped_once_per_connection() {
     let acceptor = tower_mtls::MtlsAcceptor::new(setup.config(ClientAuth::Required)).role_mapper(
         move |p: &tower_mtls::Principal| {
             count.fetch_add(1, Ordering::SeqCst);
-            tower_mtls::Roles::new(p.organizational_units().map(|ou| format!("role:{ou}")))
+            tower_mtls::identity::Roles::new(
+                p.organizational_units().map(|ou| format!("role:{ou}")),
+            )
         },
     );
     let authorizer = tower_mtls::authorize_fn(|ctx: &AuthContext<'_>| {

@@ -11,8 +11,9 @@ use http::StatusCode;
 use rcgen::{BasicConstraints, ExtendedKeyUsagePurpose, IsCa};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_mtls::{
-    ClientAuth, HandshakeFailure, MtlsAcceptor, MtlsConfigBuilder, RevocationScope, TlsVersions,
+use tower_mtls::MtlsAcceptor;
+use tower_mtls::tls::{
+    ClientAuth, HandshakeFailure, MtlsConfigBuilder, RevocationScope, TlsVersions,
     UnknownRevocation,
 };
 

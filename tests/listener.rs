@@ -9,7 +9,8 @@ use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tower::ServiceBuilder;
-use tower_mtls::{AllowAnyVerified, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
+use tower_mtls::tls::HandshakeFailure;
+use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
 
 /// Runs `serve_with_shutdown` in a task; sending on the returned channel starts the shutdown.
 fn serve_until_stopped<S, B>(

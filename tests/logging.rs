@@ -6,9 +6,8 @@ mod common;
 use common::{Setup, client, expect_rejected};
 use http::StatusCode;
 use tower::ServiceBuilder;
-use tower_mtls::{
-    AuthContext, ClientAuth, Decision, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer,
-};
+use tower_mtls::tls::{ClientAuth, HandshakeFailure};
+use tower_mtls::{AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer};
 
 // A current-thread runtime: the server tasks run on this thread, under this subscriber.
 #[tokio::test(flavor = "current_thread")]

@@ -7,10 +7,11 @@ use common::permission_store::PermissionStore;
 use common::{Setup, client, start, start_acceptor, whoami};
 use http::StatusCode;
 use tower::ServiceBuilder;
-use tower_mtls::authorize::{DecisionCache, OrganizationalUnitRoles, PathPattern};
-use tower_mtls::{
-    ClientAuth, Matcher, MtlsAcceptor, MtlsAuthLayer, ReloadablePolicy, Rule, RuleSet,
-};
+use tower_mtls::authorize::{DecisionCache, PathPattern};
+use tower_mtls::authorize::{Matcher, ReloadablePolicy, Rule, RuleSet};
+use tower_mtls::identity::OrganizationalUnitRoles;
+use tower_mtls::tls::ClientAuth;
+use tower_mtls::{MtlsAcceptor, MtlsAuthLayer};
 
 const EXAMPLE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.toml");
 

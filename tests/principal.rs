@@ -5,7 +5,8 @@ mod common;
 use common::pki::{Ca, client_params};
 use rcgen::{DnType, SanType};
 use sha2::{Digest, Sha256};
-use tower_mtls::{ExtendedKeyUsage, Principal, PrincipalError, SubjectAltName};
+use tower_mtls::identity::{ExtendedKeyUsage, SubjectAltName};
+use tower_mtls::{Principal, PrincipalError};
 
 fn parse(ca: &Ca, params: rcgen::CertificateParams) -> Principal {
     let id = ca.issue(params);

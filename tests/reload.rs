@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::pki::{Ca, client_params};
 use common::{Setup, client, expect_rejected, json, start_whoami};
 use http::StatusCode;
-use tower_mtls::{ConfigError, HandshakeFailure, MtlsAcceptor, MtlsConfig};
+use tower_mtls::tls::HandshakeFailure;
+use tower_mtls::{ConfigError, MtlsAcceptor, MtlsConfig};
 
 async fn resumption_is_reverified(version: &'static rustls::SupportedProtocolVersion) {
     common::init_tracing();

@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::pki::client_params;
 use common::{Setup, client, expect_rejected, json, start_whoami};
 use rustls::ClientConfig;
-use tower_mtls::{HandshakeFailure, HandshakeStats, MtlsAcceptor, MtlsConfigBuilder};
+use tower_mtls::MtlsAcceptor;
+use tower_mtls::tls::{HandshakeFailure, HandshakeStats, MtlsConfigBuilder};
 
 const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
 const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;

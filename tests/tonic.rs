@@ -19,7 +19,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tower_mtls::{ClientAuth, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
+use tower_mtls::tls::ClientAuth;
+use tower_mtls::{MtlsAcceptor, MtlsAuthLayer, MtlsListener};
 
 async fn serve(setup: &Setup) -> SocketAddr {
     let acceptor = MtlsAcceptor::new(setup.config(ClientAuth::Optional));

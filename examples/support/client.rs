@@ -35,7 +35,7 @@ pub fn client_config_versions(
 ) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(server_ca.clone()).expect("server CA");
-    let builder = ClientConfig::builder_with_provider(Arc::new(tower_mtls::crypto_provider()))
+    let builder = ClientConfig::builder_with_provider(Arc::new(tower_mtls::tls::crypto_provider()))
         .with_protocol_versions(versions)
         .expect("protocol versions")
         .with_root_certificates(roots);

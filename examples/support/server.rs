@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use tower_mtls::tls::{ClientAuth, MtlsConfigBuilder};
 use tower_mtls::{
-    AuthContext, ClientAuth, Decision, MtlsAcceptor, MtlsConfig, MtlsConfigBuilder, MtlsListener,
-    Principal, SpiffeId,
+    AuthContext, Decision, MtlsAcceptor, MtlsConfig, MtlsListener, Principal, SpiffeId,
 };
 
 use super::pki;

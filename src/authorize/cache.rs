@@ -1,53 +1,5 @@
 //! [`DecisionCache`]: remembers an (asynchronous) authorizer's decisions per certificate and
 //! request class, never past the certificate's `notAfter` or a TTL, in bounded memory.
-//!
-//! The usual customer is a permission store behind a network hop. The store below has the
-//! shape of a database call: it takes owned keys and is awaited, so the authorizer copies what
-//! it needs out of the [`AuthContext`] before the `async` block.
-//!
-//! ```
-//! use std::collections::HashSet;
-//! use std::sync::Arc;
-//! use std::time::Duration;
-//! use tower_mtls::authorize::DecisionCache;
-//! use tower_mtls::{AuthContext, Decision, MtlsAuthLayer};
-//!
-//! /// Grants by identity (SPIFFE ID or subject DN) and permission (`"GET /reports"`).
-//! #[derive(Clone, Default)]
-//! struct PermissionStore {
-//!     grants: Arc<HashSet<(String, String)>>,
-//! }
-//!
-//! impl PermissionStore {
-//!     async fn is_granted(&self, identity: String, permission: String) -> bool {
-//!         tokio::task::yield_now().await; // a real store would query its database here
-//!         self.grants.contains(&(identity, permission))
-//!     }
-//! }
-//!
-//! let store = PermissionStore::default();
-//! let lookup = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| {
-//!     let store = store.clone();
-//!     let identity = ctx.principal().to_string();
-//!     let permission = format!("{} {}", ctx.method(), ctx.path());
-//!     async move {
-//!         if store.is_granted(identity, permission).await {
-//!             Decision::allow("granted in the permission store")
-//!         } else {
-//!             Decision::deny("no grant in the permission store")
-//!         }
-//!     }
-//! });
-//! let layer = MtlsAuthLayer::new(
-//!     DecisionCache::new(lookup).ttl(Duration::from_secs(30)).capacity(10_000),
-//! );
-//! # let _ = layer;
-//! ```
-//!
-//! The cache key is the certificate's SHA-256 fingerprint and a *request class*, by default
-//! the method and path. The class must capture everything the wrapped authorizer's decision
-//! depends on besides the certificate (roles come from the certificate, so they are covered);
-//! choose a coarser one with [`DecisionCache::classify_by`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -61,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::Method;
 use pin_project_lite::pin_project;
 
-use super::{AuthContext, Authorizer, Decision, Verdict};
+use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
 
 /// Computes the request class part of a [`DecisionCache`] key. Closures
 /// `Fn(&AuthContext<'_>) -> K` implement it.
@@ -117,7 +69,56 @@ impl<K> Default for Shared<K> {
     }
 }
 
-/// Wraps an authorizer and remembers its decisions; see the [module docs](self).
+/// Wraps an authorizer and remembers its decisions per certificate and request class, never
+/// past the certificate's `notAfter` or a TTL, in bounded memory.
+///
+/// The usual customer is a permission store behind a network hop. The store below has the
+/// shape of a database call: it takes owned keys and is awaited, so the authorizer copies what
+/// it needs out of the [`AuthContext`] before the `async` block.
+///
+/// ```
+/// use std::collections::HashSet;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tower_mtls::authorize::DecisionCache;
+/// use tower_mtls::{AuthContext, Decision, MtlsAuthLayer};
+///
+/// /// Grants by identity (SPIFFE ID or subject DN) and permission (`"GET /reports"`).
+/// #[derive(Clone, Default)]
+/// struct PermissionStore {
+///     grants: Arc<HashSet<(String, String)>>,
+/// }
+///
+/// impl PermissionStore {
+///     async fn is_granted(&self, identity: String, permission: String) -> bool {
+///         tokio::task::yield_now().await; // a real store would query its database here
+///         self.grants.contains(&(identity, permission))
+///     }
+/// }
+///
+/// let store = PermissionStore::default();
+/// let lookup = tower_mtls::authorize_fn(move |ctx: &AuthContext<'_>| {
+///     let store = store.clone();
+///     let identity = ctx.principal().to_string();
+///     let permission = format!("{} {}", ctx.method(), ctx.path());
+///     async move {
+///         if store.is_granted(identity, permission).await {
+///             Decision::allow("granted in the permission store")
+///         } else {
+///             Decision::deny("no grant in the permission store")
+///         }
+///     }
+/// });
+/// let layer = MtlsAuthLayer::new(
+///     DecisionCache::new(lookup).ttl(Duration::from_secs(30)).capacity(10_000),
+/// );
+/// # let _ = layer;
+/// ```
+///
+/// The cache key is the certificate's SHA-256 fingerprint and a *request class*, by default
+/// the method and path. The class must capture everything the wrapped authorizer's decision
+/// depends on besides the certificate (roles come from the certificate, so they are covered);
+/// choose a coarser one with [`DecisionCache::classify_by`].
 pub struct DecisionCache<A, C: RequestClassifier = MethodAndPath> {
     inner: A,
     classifier: C,
@@ -306,7 +307,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{CertSpec, TestRequest, principal, shared_principal};
+    use crate::testing::{CertSpec, principal, request, shared_principal};
     use std::sync::atomic::AtomicUsize;
 
     /// An asynchronous authorizer that allows `/ok`, denies the rest, and counts its calls.
@@ -329,7 +330,7 @@ mod tests {
     }
 
     async fn decide<A: Authorizer>(a: &A, p: &crate::Principal, path: &'static str) -> Decision {
-        a.authorize(&TestRequest::new(p, Method::GET, path).context())
+        a.authorize(&request(p, Method::GET, path).context())
             .into_future()
             .await
     }

@@ -1,19 +1,4 @@
 //! [`Reason`]: why a [`Decision`](super::Decision) was made, cheap to hand out per request.
-//!
-//! A rule set computes each rule's reason once, when the rule is built, and every decision
-//! shares it: an `Arc` clone, no allocation per request.
-//!
-//! ```
-//! use std::sync::Arc;
-//! use tower_mtls::authorize::Reason;
-//!
-//! let fixed = Reason::from("no rule matched");          // &'static str: free
-//! let shared = Reason::from(Arc::<str>::from("rule \"admin\" allows")); // Arc clone per use
-//! let built = Reason::from(format!("{} pending", 3));   // String: allocated by the caller
-//! assert_eq!(fixed, "no rule matched");
-//! assert_eq!(shared.as_str(), "rule \"admin\" allows");
-//! assert_eq!(built.to_string(), "3 pending");
-//! ```
 
 use std::borrow::Cow;
 use std::fmt;
@@ -21,6 +6,21 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// The reason of a decision: a static string, a shared precomputed string, or an owned one.
+///
+/// A rule set computes each rule's reason once, when the rule is built, and every decision
+/// shares it: an `Arc` clone, no allocation per request.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_mtls::authorize::Reason;
+///
+/// let fixed = Reason::from("no rule matched");          // &'static str: free
+/// let shared = Reason::from(Arc::<str>::from("rule \"admin\" allows")); // Arc clone per use
+/// let built = Reason::from(format!("{} pending", 3));   // String: allocated by the caller
+/// assert_eq!(fixed, "no rule matched");
+/// assert_eq!(shared.as_str(), "rule \"admin\" allows");
+/// assert_eq!(built.to_string(), "3 pending");
+/// ```
 #[derive(Clone)]
 pub struct Reason(Repr);
 

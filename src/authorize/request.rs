@@ -1,35 +1,10 @@
 //! [`RequestMatcher`] and [`PathPattern`]: which requests a rule is about.
-//!
-//! Paths are matched as sent (percent-encoding is not decoded), on segment boundaries:
-//!
-//! | pattern | matches | does not match |
-//! |---|---|---|
-//! | `PathPattern::exact("/admin")` | `/admin` | `/admin/`, `/admin/x` |
-//! | `PathPattern::prefix("/api")` | `/api`, `/api/`, `/api/x/y` | `/apix` |
-//! | `PathPattern::glob("/api/*/items/**")` | `/api/v1/items`, `/api/v1/items/3/x` | `/api/items`, `/api/v1/v2/items` |
-//! | `PathPattern::grpc("pkg.Orders/*")` | `/pkg.Orders/Get` | `/pkg.OrdersAdmin/Get` |
-//!
-//! In a glob, `*` is exactly one non-empty segment and `**` any number of segments (at most one
-//! `**` per glob, so matching stays linear in the path's length).
-//!
-//! ```
-//! use http::Method;
-//! use tower_mtls::authorize::{PathPattern, RequestMatcher};
-//!
-//! let reads = RequestMatcher::any()
-//!     .method(Method::GET)
-//!     .path(PathPattern::prefix("/api")?);
-//! assert!(reads.matches(&Method::GET, "/api/orders/1"));
-//! assert!(!reads.matches(&Method::GET, "/apix"));
-//! assert!(!reads.matches(&Method::POST, "/api/orders"));
-//! # Ok::<(), tower_mtls::authorize::MatcherError>(())
-//! ```
 
 use std::fmt;
 
 use http::Method;
 
-use super::matchers::MatcherError;
+use crate::authorize::error::MatcherError;
 
 /// A condition on the request's method and path. Empty lists mean "any".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,7 +59,32 @@ impl fmt::Display for RequestMatcher {
     }
 }
 
-/// One way to match a request path; see the [module docs](self).
+/// One way to match a request path.
+///
+/// Paths are matched as sent (percent-encoding is not decoded), on segment boundaries:
+///
+/// | pattern | matches | does not match |
+/// |---|---|---|
+/// | `PathPattern::exact("/admin")` | `/admin` | `/admin/`, `/admin/x` |
+/// | `PathPattern::prefix("/api")` | `/api`, `/api/`, `/api/x/y` | `/apix` |
+/// | `PathPattern::glob("/api/*/items/**")` | `/api/v1/items`, `/api/v1/items/3/x` | `/api/items`, `/api/v1/v2/items` |
+/// | `PathPattern::grpc("pkg.Orders/*")` | `/pkg.Orders/Get` | `/pkg.OrdersAdmin/Get` |
+///
+/// In a glob, `*` is exactly one non-empty segment and `**` any number of segments (at most one
+/// `**` per glob, so matching stays linear in the path's length).
+///
+/// ```
+/// use http::Method;
+/// use tower_mtls::authorize::{PathPattern, RequestMatcher};
+///
+/// let reads = RequestMatcher::any()
+///     .method(Method::GET)
+///     .path(PathPattern::prefix("/api")?);
+/// assert!(reads.matches(&Method::GET, "/api/orders/1"));
+/// assert!(!reads.matches(&Method::GET, "/apix"));
+/// assert!(!reads.matches(&Method::POST, "/api/orders"));
+/// # Ok::<(), tower_mtls::authorize::MatcherError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathPattern(Kind);
 

@@ -1,30 +1,5 @@
 //! [`Rule`] and [`RuleSet`]: explicit DENY rules first, then ALLOW rules, deny when nothing
 //! matches.
-//!
-//! A `RuleSet` is an [`Authorizer`]: put it in front of a whole router, or build one per route.
-//! Each decision's reason names the rule (computed once, when the rule is built, so a decision
-//! allocates nothing).
-//!
-//! ```
-//! use http::Method;
-//! use tower_mtls::authorize::{Matcher, PathPattern, Rule, RuleSet};
-//! use tower_mtls::MtlsAuthLayer;
-//!
-//! let rules = RuleSet::new([
-//!     Rule::allow("health")
-//!         .method(Method::GET)
-//!         .path(PathPattern::exact("/healthz")?),
-//!     Rule::allow("admin")
-//!         .path(PathPattern::prefix("/admin")?)
-//!         .principal(Matcher::organizational_unit("admins")),
-//!     Rule::deny("no-contractors-in-admin")
-//!         .path(PathPattern::prefix("/admin")?)
-//!         .principal(Matcher::organizational_unit("contractors")),
-//! ])?;
-//! let layer = MtlsAuthLayer::new(rules);
-//! # let _ = layer;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::future::Ready;
@@ -32,12 +7,12 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::matchers::Matcher;
-use super::reason::Reason;
-use super::request::{PathPattern, RequestMatcher, has_dot_segment};
-use super::{AuthContext, Authorizer, Decision, Verdict};
-use crate::principal::Principal;
-use crate::roles::Roles;
+use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::authorize::matcher::{MatchExplanation, Matcher};
+use crate::authorize::reason::Reason;
+use crate::authorize::request::{PathPattern, RequestMatcher, has_dot_segment};
+use crate::identity::principal::Principal;
+use crate::identity::roles::Roles;
 
 /// What a matching rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,8 +153,32 @@ pub const NO_RULE_MATCHED: &str = "no rule allows this request";
 /// The reason for a path with `.` or `..` segments, refused before any rule runs.
 pub const DOT_SEGMENT_PATH: &str = "request path has a '.' or '..' segment";
 
-/// Rules evaluated DENY first, then ALLOW, denying when none matches; see the
-/// [module docs](self).
+/// Rules evaluated DENY first, then ALLOW, denying when none matches.
+///
+/// A `RuleSet` is an [`Authorizer`]: put it in front of a whole router, or build one per route.
+/// Each decision's reason names the rule (computed once, when the rule is built, so a decision
+/// allocates nothing).
+///
+/// ```
+/// use http::Method;
+/// use tower_mtls::authorize::{Matcher, PathPattern, Rule, RuleSet};
+/// use tower_mtls::MtlsAuthLayer;
+///
+/// let rules = RuleSet::new([
+///     Rule::allow("health")
+///         .method(Method::GET)
+///         .path(PathPattern::exact("/healthz")?),
+///     Rule::allow("admin")
+///         .path(PathPattern::prefix("/admin")?)
+///         .principal(Matcher::organizational_unit("admins")),
+///     Rule::deny("no-contractors-in-admin")
+///         .path(PathPattern::prefix("/admin")?)
+///         .principal(Matcher::organizational_unit("contractors")),
+/// ])?;
+/// let layer = MtlsAuthLayer::new(rules);
+/// # let _ = layer;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
     rules: Box<[Rule]>,
@@ -301,7 +300,7 @@ pub struct Step {
     /// Whether the method and path matched.
     pub request_matched: bool,
     /// Whether the principal matched, and which part decided.
-    pub principal: super::MatchExplanation,
+    pub principal: MatchExplanation,
 }
 
 impl fmt::Display for Explanation {
@@ -331,7 +330,7 @@ impl fmt::Display for Explanation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{CertSpec, principal, shared_principal};
+    use crate::testing::{CertSpec, principal, shared_principal};
     use proptest::prelude::*;
 
     fn admin_rules() -> RuleSet {

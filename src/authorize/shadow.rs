@@ -1,28 +1,5 @@
 //! [`Shadow`]: run a candidate policy next to the enforcing one, log and count what it would
 //! have decided, and never enforce it.
-//!
-//! ```
-//! use tower_mtls::authorize::{RuleSet, Shadow};
-//! use tower_mtls::{AllowAnyVerified, MtlsAuthLayer};
-//!
-//! let candidate = RuleSet::from_toml_str(r#"
-//!     [[rule]]
-//!     name = "read-only"
-//!     action = "allow"
-//!     methods = ["GET", "HEAD"]
-//! "#)?;
-//! let shadow = Shadow::new(AllowAnyVerified, candidate).name("read-only-v1");
-//! let counts = shadow.counters();
-//! let layer = MtlsAuthLayer::new(shadow);
-//! // ... later: how often would the candidate have said something else?
-//! println!("{} disagreements", counts.snapshot().disagreed);
-//! # let _ = layer;
-//! # Ok::<(), tower_mtls::authorize::PolicyError>(())
-//! ```
-//!
-//! Each shadow decision emits one `tracing` event (target `tower_mtls::shadow`): `info` when
-//! it disagrees with the enforced one, `debug` when it agrees. Both authorizers are awaited
-//! before the request goes on, so a shadow should be as fast as the enforcing one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,10 +10,34 @@ use std::task::{Context, Poll};
 use http::{Method, Uri};
 use pin_project_lite::pin_project;
 
-use super::{AuthContext, Authorizer, Decision, Verdict, VerdictFuture};
-use crate::connection::ConnectionInfo;
+use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict, VerdictFuture};
+use crate::identity::connection::ConnectionInfo;
 
-/// Enforces `E`'s decisions and only logs and counts `S`'s; see the [module docs](self).
+/// Enforces `E`'s decisions and only logs and counts `S`'s: run a candidate policy next to
+/// the enforcing one, and never enforce it.
+///
+/// ```
+/// use tower_mtls::authorize::{RuleSet, Shadow};
+/// use tower_mtls::{AllowAnyVerified, MtlsAuthLayer};
+///
+/// let candidate = RuleSet::from_toml_str(r#"
+///     [[rule]]
+///     name = "read-only"
+///     action = "allow"
+///     methods = ["GET", "HEAD"]
+/// "#)?;
+/// let shadow = Shadow::new(AllowAnyVerified, candidate).name("read-only-v1");
+/// let counts = shadow.counters();
+/// let layer = MtlsAuthLayer::new(shadow);
+/// // ... later: how often would the candidate have said something else?
+/// println!("{} disagreements", counts.snapshot().disagreed);
+/// # let _ = layer;
+/// # Ok::<(), tower_mtls::policy::PolicyError>(())
+/// ```
+///
+/// Each shadow decision emits one `tracing` event (target `tower_mtls::shadow`): `info` when
+/// it disagrees with the enforced one, `debug` when it agrees. Both authorizers are awaited
+/// before the request goes on, so a shadow should be as fast as the enforcing one.
 #[derive(Debug)]
 pub struct Shadow<E, S> {
     enforcing: E,
@@ -237,8 +238,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{TestRequest, shared_principal};
-    use crate::authorize::{AllowAnyVerified, RuleSet};
+    use crate::authorize::authorizer::AllowAnyVerified;
+    use crate::authorize::rules::RuleSet;
+    use crate::testing::{request, shared_principal};
 
     #[tokio::test]
     async fn shadow_is_counted_never_enforced() {
@@ -250,7 +252,7 @@ mod tests {
         let counters = shadow.counters();
         let p = shared_principal();
         for method in [Method::GET, Method::POST, Method::DELETE] {
-            let request = TestRequest::new(p, method, "/x");
+            let request = request(p, method, "/x");
             let decision = shadow.authorize(&request.context()).await;
             assert!(
                 decision.is_allowed(),
@@ -277,7 +279,7 @@ mod tests {
         });
         let deny = crate::authorize_fn(|_: &AuthContext<'_>| Decision::deny("enforced deny"));
         let shadow = Shadow::new(deny, slow_allow);
-        let request = TestRequest::new(shared_principal(), Method::GET, "/x");
+        let request = request(shared_principal(), Method::GET, "/x");
         let decision = shadow.authorize(&request.context()).await;
         assert_eq!(decision, Decision::deny("enforced deny"));
         assert_eq!(shadow.counters().snapshot().disagreed, 1);

@@ -16,10 +16,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use rustls::ClientConfig;
-use tower_mtls::{
-    AllowAnyVerified, ClientAuth, HandshakeFailure, MtlsAcceptor, MtlsAuthLayer, MtlsConfig,
-    MtlsConfigBuilder, Principal,
-};
+use tower_mtls::tls::{ClientAuth, HandshakeFailure, MtlsConfigBuilder};
+use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, Principal};
 
 pub use client::Reply;
 

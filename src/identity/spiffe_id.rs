@@ -1,24 +1,4 @@
 //! SPIFFE IDs, parsed and validated per the SPIFFE ID specification.
-//!
-//! A SPIFFE ID is `spiffe://<trust-domain><path>`. The rules enforced here are the ones of the
-//! [SPIFFE ID spec](https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md) and of
-//! go-spiffe's parser: lowercase scheme, a trust domain of `[a-z0-9._-]` only (no uppercase, no
-//! port, no user info), a path of non-empty segments of `[A-Za-z0-9._-]` that are not `.` or
-//! `..`, no trailing slash, no query, no fragment, no percent-encoding, and at most 2048 bytes in
-//! all (255 for the trust domain).
-//!
-//! ```
-//! use tower_mtls::SpiffeId;
-//!
-//! let id: SpiffeId = "spiffe://example.org/ns/prod/sa/api".parse()?;
-//! assert_eq!(id.trust_domain(), "example.org");
-//! assert_eq!(id.path(), "/ns/prod/sa/api");
-//! assert_eq!(id.segments().collect::<Vec<_>>(), ["ns", "prod", "sa", "api"]);
-//!
-//! assert!("spiffe://Example.org/api".parse::<SpiffeId>().is_err());
-//! assert!("spiffe://example.org/api/".parse::<SpiffeId>().is_err());
-//! # Ok::<(), tower_mtls::SpiffeIdError>(())
-//! ```
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +10,26 @@ pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 
 /// A validated SPIFFE ID.
+///
+/// A SPIFFE ID is `spiffe://<trust-domain><path>`. The rules enforced here are the ones of the
+/// [SPIFFE ID spec](https://github.com/spiffe/spiffe/blob/main/standards/SPIFFE-ID.md) and of
+/// go-spiffe's parser: lowercase scheme, a trust domain of `[a-z0-9._-]` only (no uppercase, no
+/// port, no user info), a path of non-empty segments of `[A-Za-z0-9._-]` that are not `.` or
+/// `..`, no trailing slash, no query, no fragment, no percent-encoding, and at most 2048 bytes in
+/// all (255 for the trust domain).
+///
+/// ```
+/// use tower_mtls::SpiffeId;
+///
+/// let id: SpiffeId = "spiffe://example.org/ns/prod/sa/api".parse()?;
+/// assert_eq!(id.trust_domain(), "example.org");
+/// assert_eq!(id.path(), "/ns/prod/sa/api");
+/// assert_eq!(id.segments().collect::<Vec<_>>(), ["ns", "prod", "sa", "api"]);
+///
+/// assert!("spiffe://Example.org/api".parse::<SpiffeId>().is_err());
+/// assert!("spiffe://example.org/api/".parse::<SpiffeId>().is_err());
+/// # Ok::<(), tower_mtls::SpiffeIdError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     id: Box<str>,

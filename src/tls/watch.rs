@@ -1,24 +1,4 @@
 //! Watching certificate, key, CA and CRL files and reloading when they change.
-//!
-//! cert-manager, spiffe-helper and Vault agent rotate credentials by rewriting files (often
-//! through a symlink swap). [`MtlsAcceptor::watch_files`] polls the files a
-//! [`MtlsConfigBuilder`] reads and, when their contents change, rebuilds the configuration and
-//! reloads it; a half-written or inconsistent set is refused and retried at the next change.
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), tower_mtls::ConfigError> {
-//! use std::time::Duration;
-//! use tower_mtls::{MtlsAcceptor, MtlsConfig};
-//!
-//! let builder = MtlsConfig::builder()
-//!     .server_cert_pem_file("/var/run/tls/tls.crt")
-//!     .server_key_pem_file("/var/run/tls/tls.key")
-//!     .client_ca_pem_file("/var/run/tls/ca.crt");
-//! let acceptor = MtlsAcceptor::new(builder.build()?);
-//! let _watcher = acceptor.watch_files(builder, Duration::from_secs(10));
-//! // ... serve with `acceptor`; dropping `_watcher` stops watching.
-//! # Ok(()) }
-//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,10 +6,30 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use crate::acceptor::MtlsAcceptor;
-use crate::config::MtlsConfigBuilder;
+use crate::tls::acceptor::MtlsAcceptor;
+use crate::tls::config::MtlsConfigBuilder;
 
 /// A running file watcher; dropping it stops the watching.
+///
+/// cert-manager, spiffe-helper and Vault agent rotate credentials by rewriting files (often
+/// through a symlink swap). [`MtlsAcceptor::watch_files`] polls the files a
+/// [`MtlsConfigBuilder`] reads and, when their contents change, rebuilds the configuration and
+/// reloads it; a half-written or inconsistent set is refused and retried at the next change.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tower_mtls::ConfigError> {
+/// use std::time::Duration;
+/// use tower_mtls::{MtlsAcceptor, MtlsConfig};
+///
+/// let builder = MtlsConfig::builder()
+///     .server_cert_pem_file("/var/run/tls/tls.crt")
+///     .server_key_pem_file("/var/run/tls/tls.key")
+///     .client_ca_pem_file("/var/run/tls/ca.crt");
+/// let acceptor = MtlsAcceptor::new(builder.build()?);
+/// let _watcher = acceptor.watch_files(builder, Duration::from_secs(10));
+/// // ... serve with `acceptor`; dropping `_watcher` stops watching.
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ReloadWatcher {
     task: JoinHandle<()>,

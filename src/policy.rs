@@ -18,7 +18,7 @@
 //!     principal.any = [{ ou = "admins" }, { spiffe_id = "spiffe://example.org/admin" }]
 //! "#)?;
 //! assert_eq!(rules.rules().len(), 2);
-//! # Ok::<(), tower_mtls::authorize::PolicyError>(())
+//! # Ok::<(), tower_mtls::policy::PolicyError>(())
 //! ```
 //!
 //! # Format
@@ -53,11 +53,12 @@ use std::sync::Arc;
 use http::Method;
 use serde::Deserialize;
 
-use super::combinators::{all, any, not};
-use super::matchers::{Matcher, MatcherError, parse_sha256_hex};
-use super::request::{PathPattern, RequestMatcher};
-use super::rules::{Action, Rule, RuleSet};
-use crate::spiffe::SpiffeId;
+use crate::authorize::error::MatcherError;
+use crate::authorize::matcher::{Matcher, all, any, not};
+use crate::authorize::reloadable::ReloadablePolicy;
+use crate::authorize::request::{PathPattern, RequestMatcher};
+use crate::authorize::rules::{Action, Rule, RuleSet};
+use crate::identity::spiffe_id::SpiffeId;
 
 /// Everything wrong with a policy: one [`PolicyProblem`] per problem, never just the first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +178,7 @@ pub enum PolicyErrorKind {
 }
 
 impl RuleSet {
-    /// Compiles a TOML policy; see the [policy module](super::policy) for the format.
+    /// Compiles a TOML policy; see the [policy module](crate::policy) for the format.
     pub fn from_toml_str(toml_text: &str) -> Result<RuleSet, PolicyError> {
         let doc: PolicyDoc = toml::from_str(toml_text)
             .map_err(|e| PolicyError::single(PolicyErrorKind::Syntax(e.to_string())))?;
@@ -226,6 +227,58 @@ impl RuleSet {
             PolicyError::single(PolicyErrorKind::Io(format!("{}: {e}", path.display())))
         })?;
         RuleSet::from_toml_str(&text)
+    }
+}
+
+/// Policy files for a [`ReloadablePolicy`]: a bad policy is refused and the running one kept.
+///
+/// ```no_run
+/// use tower_mtls::MtlsAuthLayer;
+/// use tower_mtls::authorize::ReloadablePolicy;
+///
+/// let policy = ReloadablePolicy::from_toml_file("policy.toml")?;
+/// let layer = MtlsAuthLayer::new(policy.clone());
+/// // later, e.g. on SIGHUP: an invalid file is logged and refused, the old rules stay.
+/// if let Err(e) = policy.reload_file("policy.toml") {
+///     eprintln!("{e}");
+/// }
+/// # let _ = layer;
+/// # Ok::<(), tower_mtls::policy::PolicyError>(())
+/// ```
+impl ReloadablePolicy {
+    /// Starts with the rules of a TOML policy file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        RuleSet::from_toml_file(path).map(ReloadablePolicy::new)
+    }
+
+    /// Compiles `toml_text` and puts it in force; on error logs why and keeps the old rules.
+    pub fn reload_toml_str(&self, toml_text: &str) -> Result<(), PolicyError> {
+        self.install(RuleSet::from_toml_str(toml_text), "<string>")
+    }
+
+    /// Reads and compiles a policy file and puts it in force; on error logs why and keeps the
+    /// old rules.
+    pub fn reload_file(&self, path: impl AsRef<Path>) -> Result<(), PolicyError> {
+        let path = path.as_ref();
+        self.install(RuleSet::from_toml_file(path), &path.display().to_string())
+    }
+
+    fn install(
+        &self,
+        compiled: Result<RuleSet, PolicyError>,
+        source: &str,
+    ) -> Result<(), PolicyError> {
+        match compiled {
+            Ok(rules) => {
+                tracing::info!(source, rules = rules.rules().len(), "policy reloaded");
+                self.replace(rules);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(source, %error, "policy reload refused; keeping the rules in force");
+                Err(error)
+            }
+        }
     }
 }
 
@@ -490,11 +543,21 @@ impl Compiler {
     }
 }
 
+/// Parses 64 hex digits (colons allowed, as `openssl x509 -fingerprint` prints them).
+fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
+    let digits: String = value.chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| MatcherError::Sha256 {
+        value: value.to_owned(),
+    })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{CertSpec, principal};
-    use crate::roles::Roles;
+    use crate::identity::roles::Roles;
+    use crate::testing::{CertSpec, principal};
 
     fn problems(toml_text: &str) -> Vec<PolicyProblem> {
         RuleSet::from_toml_str(toml_text)
@@ -749,6 +812,15 @@ mod tests {
     }
 
     #[test]
+    fn sha256_pins_take_hex_with_or_without_colons() {
+        let fp = [0xabu8; 32];
+        assert_eq!(parse_sha256_hex(&hex::encode(fp)).unwrap(), fp);
+        let colons: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(parse_sha256_hex(&colons.join(":")).unwrap(), fp);
+        assert!(parse_sha256_hex("abcd").is_err());
+    }
+
+    #[test]
     fn io_error() {
         let err = RuleSet::from_toml_file("/nonexistent/policy.toml").unwrap_err();
         assert!(matches!(err.problems()[0].kind, PolicyErrorKind::Io(_)));
@@ -763,5 +835,42 @@ mod tests {
                 .decide(&p, &Roles::none(), &Method::GET, "/")
                 .is_allowed()
         );
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::authorize::reloadable::ReloadablePolicy;
+    use crate::identity::roles::Roles;
+    use crate::testing::shared_principal;
+    use http::Method;
+
+    fn allowed(policy: &ReloadablePolicy, path: &str) -> bool {
+        policy
+            .current()
+            .decide(shared_principal(), &Roles::none(), &Method::GET, path)
+            .is_allowed()
+    }
+
+    #[test]
+    fn bad_reload_keeps_the_old_rules() {
+        let policy = ReloadablePolicy::new(
+            RuleSet::from_toml_str("[[rule]]\nname = \"a\"\naction = \"allow\"\npath = \"/a\"\n")
+                .unwrap(),
+        );
+        let shared = policy.clone();
+        assert!(allowed(&shared, "/a"));
+        let err = policy
+            .reload_toml_str("[[rule]]\nname = \"b\"\naction = \"alow\"\npath = \"/b\"\n")
+            .unwrap_err();
+        assert_eq!(err.problems().len(), 1);
+        assert!(allowed(&shared, "/a") && !allowed(&shared, "/b"));
+        assert!(policy.reload_file("/nonexistent/policy.toml").is_err());
+        assert!(allowed(&shared, "/a"));
+        policy
+            .reload_toml_str("[[rule]]\nname = \"b\"\naction = \"allow\"\npath = \"/b\"\n")
+            .unwrap();
+        assert!(!allowed(&shared, "/a") && allowed(&shared, "/b"));
     }
 }

@@ -1,133 +1,67 @@
 //! [`Matcher`]: who a rule is about, decided on the typed fields of a [`Principal`].
-//!
-//! Every matcher reads one typed field — the SPIFFE ID, the DNS SANs, the parsed subject
-//! attributes, the issuer's parsed RDNs, a hash — and never a substring of a rendered string:
-//! a URI SAN `spiffe://evil.org/x` is never a DNS name, an IP SAN `127.0.0.1` is not a DNS SAN
-//! with the same text, and `CN=a\,OU=admins` has no OU.
-//!
-//! ```
-//! use tower_mtls::authorize::Matcher;
-//! use tower_mtls::SpiffeId;
-//!
-//! let admins = Matcher::spiffe_member_of("example.org")?
-//!     .and(Matcher::organizational_unit("admins"));
-//! let ops = Matcher::spiffe_path_prefix("spiffe://example.org/ns/ops".parse::<SpiffeId>()?)
-//!     .or(Matcher::dns_name("*.ops.example.org")?);
-//! println!("{admins} / {ops}");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! DNS names compare ASCII case-insensitively; a `*.` pattern stands for exactly **one** label,
-//! as in TLS server names: `*.example.org` matches `a.example.org`, not `example.org`, not
-//! `a.b.example.org`, not `evilexample.org`. SAN values are taken literally (a certificate's own
-//! `*.example.org` SAN is not expanded). Everything else compares exactly.
 
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::principal::Principal;
-use crate::roles::Roles;
-use crate::spiffe::{SpiffeId, SpiffeIdError, validate_trust_domain};
-
-/// Why a matcher could not be built from its arguments.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MatcherError {
-    /// Not a valid SPIFFE ID.
-    #[error("invalid SPIFFE ID {value:?}: {error}")]
-    SpiffeId {
-        /// The input.
-        value: String,
-        /// Why.
-        error: SpiffeIdError,
-    },
-    /// Not a valid SPIFFE trust domain name.
-    #[error("invalid SPIFFE trust domain {value:?}: {error}")]
-    TrustDomain {
-        /// The input.
-        value: String,
-        /// Why.
-        error: SpiffeIdError,
-    },
-    /// Not a DNS name or a `*.suffix` pattern.
-    #[error("invalid DNS name pattern {value:?}: {why}")]
-    DnsName {
-        /// The input.
-        value: String,
-        /// Why.
-        why: &'static str,
-    },
-    /// Not an RFC 4514 distinguished name this crate can read.
-    #[error("invalid distinguished name {value:?}: {why}")]
-    DistinguishedName {
-        /// The input.
-        value: String,
-        /// Why.
-        why: &'static str,
-    },
-    /// Not an IP address.
-    #[error("invalid IP address {value:?}")]
-    IpAddress {
-        /// The input.
-        value: String,
-    },
-    /// Not 32 bytes of hex (colons allowed).
-    #[error("invalid SHA-256 hash {value:?}: expected 64 hex digits")]
-    Sha256 {
-        /// The input.
-        value: String,
-    },
-    /// Not a hex serial number.
-    #[error("invalid serial number {value:?}: expected hex digits")]
-    Serial {
-        /// The input.
-        value: String,
-    },
-    /// An empty string where a value is needed.
-    #[error("empty value")]
-    Empty,
-    /// Not an HTTP method token.
-    #[error("invalid HTTP method {value:?}")]
-    Method {
-        /// The input.
-        value: String,
-    },
-    /// Not a usable request path (exact or prefix).
-    #[error("invalid path {value:?}: {why}")]
-    Path {
-        /// The input.
-        value: String,
-        /// Why.
-        why: &'static str,
-    },
-    /// Not a glob this crate understands.
-    #[error("invalid path glob {value:?}: {why}")]
-    Glob {
-        /// The input.
-        value: String,
-        /// Why.
-        why: &'static str,
-    },
-    /// Not a gRPC `package.Service/Method` (or `package.Service/*`).
-    #[error("invalid gRPC method {value:?}: {why}")]
-    Grpc {
-        /// The input.
-        value: String,
-        /// Why.
-        why: &'static str,
-    },
-}
+use crate::authorize::error::MatcherError;
+use crate::identity::name::DistinguishedName;
+use crate::identity::principal::Principal;
+use crate::identity::roles::Roles;
+use crate::identity::spiffe_id::{SpiffeId, validate_trust_domain};
 
 /// A condition on the verified identity (and the connection's [`Roles`]).
 ///
 /// Build leaves with the associated functions, combine them with [`and`](Matcher::and),
-/// [`or`](Matcher::or), [`any`](super::any), [`all`](super::all) and [`not`](super::not).
+/// [`or`](Matcher::or), [`any`], [`all`] and [`not`].
 /// Matching never allocates.
+///
+/// Every matcher reads one typed field — the SPIFFE ID, the DNS SANs, the parsed subject
+/// attributes, the issuer's parsed RDNs, a hash — and never a substring of a rendered string:
+/// a URI SAN `spiffe://evil.org/x` is never a DNS name, an IP SAN `127.0.0.1` is not a DNS SAN
+/// with the same text, and `CN=a\,OU=admins` has no OU.
+///
+/// ```
+/// use tower_mtls::authorize::Matcher;
+/// use tower_mtls::SpiffeId;
+///
+/// let admins = Matcher::spiffe_member_of("example.org")?
+///     .and(Matcher::organizational_unit("admins"));
+/// let ops = Matcher::spiffe_path_prefix("spiffe://example.org/ns/ops".parse::<SpiffeId>()?)
+///     .or(Matcher::dns_name("*.ops.example.org")?);
+/// println!("{admins} / {ops}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// DNS names compare ASCII case-insensitively; a `*.` pattern stands for exactly **one** label,
+/// as in TLS server names: `*.example.org` matches `a.example.org`, not `example.org`, not
+/// `a.b.example.org`, not `evilexample.org`. SAN values are taken literally (a certificate's own
+/// `*.example.org` SAN is not expanded). Everything else compares exactly.
+///
+/// # Combining
+/// [`any`], [`all`], [`not`], [`Matcher::and`], [`Matcher::or`], and [`Matcher::explain`].
+///
+/// `any([])` matches nobody and `all([])` matches everybody, as in logic; a rule set denies
+/// when nothing allows, so an empty `any` can only ever take access away.
+///
+/// ```
+/// use tower_mtls::authorize::{Matcher, all, any, not};
+///
+/// let operators = all([
+///     Matcher::spiffe_member_of("example.org")?,
+///     any([Matcher::organizational_unit("ops"), Matcher::role("oncall")]),
+///     not(Matcher::organizational_unit("contractors")),
+/// ]);
+/// assert_eq!(
+///     operators.to_string(),
+///     r#"all(spiffe_trust_domain = "example.org", any(ou = "ops", role = "oncall"), not(ou = "contractors"))"#
+/// );
+/// # Ok::<(), tower_mtls::authorize::MatcherError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Matcher(pub(super) Node);
+pub struct Matcher(Node);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Node {
+enum Node {
     AnyVerified,
     SpiffeIds(Box<[SpiffeId]>),
     SpiffeTrustDomain(Box<str>),
@@ -246,7 +180,7 @@ impl Matcher {
         Ok(Matcher(Node::Serial(canonical_serial(&digits).into())))
     }
 
-    /// The connection has role `role` (see [`RoleMapper`](crate::RoleMapper)).
+    /// The connection has role `role` (see [`RoleMapper`](crate::identity::RoleMapper)).
     pub fn role(role: &str) -> Self {
         Matcher(Node::Role(role.into()))
     }
@@ -359,19 +293,9 @@ impl fmt::Display for Matcher {
     }
 }
 
-/// Parses 64 hex digits (colons allowed, as `openssl x509 -fingerprint` prints them).
-pub(crate) fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
-    let digits: String = value.chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(&digits, &mut out).map_err(|_| MatcherError::Sha256 {
-        value: value.to_owned(),
-    })?;
-    Ok(out)
-}
-
 /// A DNS name, or `*.` followed by a DNS name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct DnsPattern {
+struct DnsPattern {
     source: Box<str>,
     wildcard: bool,
 }
@@ -443,119 +367,154 @@ impl DnsPattern {
     }
 }
 
-/// The RDNs of an issuer DN, parsed from RFC 4514, in certificate (ASN.1) order.
+/// An issuer DN pattern: the parsed name, and how it was written (for `Display`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct IssuerPattern {
+struct IssuerPattern {
     source: Box<str>,
-    rdns: Box<[Rdn]>,
+    name: DistinguishedName,
 }
-
-/// One RDN of a pattern: (dotted OID, value) pairs, compared as a set.
-type Rdn = Box<[(&'static str, Box<str>)]>;
 
 impl IssuerPattern {
     fn parse(dn: &str) -> Result<Self, MatcherError> {
-        let fail = |why| MatcherError::DistinguishedName {
-            value: dn.to_owned(),
-            why,
-        };
-        let mut rdns = Vec::new();
-        for rdn in split_unescaped(dn, b',') {
-            let mut attrs = Vec::new();
-            for attr in split_unescaped(rdn, b'+') {
-                let (kind, value) = attr
-                    .split_once('=')
-                    .ok_or(fail("an attribute has no '='"))?;
-                let kind = kind.trim_start();
-                let oid = crate::name::oid_of_short_name(kind).ok_or(fail(
-                    "unknown attribute type (use CN, O, OU, C, L, ST, STREET, DC or UID)",
-                ))?;
-                if value.starts_with('#') {
-                    return Err(fail("hex-encoded (#...) values are not supported"));
-                }
-                let value = unescape_value(value).ok_or(fail("bad escape sequence"))?;
-                attrs.push((oid, value.into_boxed_str()));
+        let name = DistinguishedName::parse_rfc4514(dn).map_err(|error| {
+            MatcherError::DistinguishedName {
+                value: dn.to_owned(),
+                error,
             }
-            rdns.push(attrs.into_boxed_slice());
-        }
-        if rdns.is_empty() {
-            return Err(fail("empty name"));
-        }
-        // RFC 4514 writes the last RDN first.
-        rdns.reverse();
+        })?;
         Ok(IssuerPattern {
             source: dn.into(),
-            rdns: rdns.into_boxed_slice(),
+            name,
         })
     }
 
+    /// Attribute by attribute on the parsed names, RDNs in order, values exactly.
     fn matches(&self, principal: &Principal) -> bool {
-        let have = principal.issuer().rdns();
-        have.len() == self.rdns.len()
-            && have.iter().zip(self.rdns.iter()).all(|(rdn, want)| {
-                let attrs = rdn.attributes();
-                attrs.len() == want.len()
-                    && want.iter().all(|(oid, value)| {
-                        attrs
-                            .iter()
-                            .any(|a| a.oid() == *oid && a.text() == Some(&**value))
-                    })
-            })
+        principal.issuer() == &self.name
     }
 }
 
-/// Splits on `sep` where it is not escaped with a backslash.
-fn split_unescaped(s: &str, sep: u8) -> Vec<&str> {
-    if s.is_empty() {
-        return Vec::new();
+/// Matches when at least one of `matchers` does; `any([])` matches nobody.
+pub fn any(matchers: impl IntoIterator<Item = Matcher>) -> Matcher {
+    Matcher(Node::Any(matchers.into_iter().collect()))
+}
+
+/// Matches when every one of `matchers` does; `all([])` matches everybody.
+pub fn all(matchers: impl IntoIterator<Item = Matcher>) -> Matcher {
+    Matcher(Node::All(matchers.into_iter().collect()))
+}
+
+/// Matches when `matcher` does not. `not(not(m))` is `m` again.
+pub fn not(matcher: Matcher) -> Matcher {
+    match matcher.0 {
+        Node::Not(inner) => *inner,
+        other => Matcher(Node::Not(Box::new(Matcher(other)))),
     }
-    let bytes = s.as_bytes();
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b if b == sep => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-                i += 1;
+}
+
+impl std::ops::Not for Matcher {
+    type Output = Matcher;
+    fn not(self) -> Matcher {
+        not(self)
+    }
+}
+
+impl Matcher {
+    /// Both `self` and `other` (flattens chains: `a.and(b).and(c)` is one `all`).
+    pub fn and(self, other: Matcher) -> Matcher {
+        match self.0 {
+            Node::All(items) => all(items.into_vec().into_iter().chain([other])),
+            node => all([Matcher(node), other]),
+        }
+    }
+
+    /// `self` or `other` (flattens chains: `a.or(b).or(c)` is one `any`).
+    pub fn or(self, other: Matcher) -> Matcher {
+        match self.0 {
+            Node::Any(items) => any(items.into_vec().into_iter().chain([other])),
+            node => any([Matcher(node), other]),
+        }
+    }
+
+    /// Whether `principal` matches, and which part of the matcher decided it, for logs and
+    /// tests. Allocates; use [`matches`](Matcher::matches) on the request path.
+    pub fn explain(&self, principal: &Principal, roles: &Roles) -> MatchExplanation {
+        let (matched, deciding) = self.deciding_part(principal, roles);
+        MatchExplanation {
+            matched,
+            because: deciding.to_string(),
+        }
+    }
+
+    /// The outcome and the smallest part of `self` that settles it: the first matching item
+    /// of a successful `any`, the first failing item of a failed `all`.
+    fn deciding_part<'m>(&'m self, principal: &Principal, roles: &Roles) -> (bool, Deciding<'m>) {
+        match &self.0 {
+            Node::Any(items) => {
+                for item in items.iter() {
+                    let (hit, part) = item.deciding_part(principal, roles);
+                    if hit {
+                        return (true, part);
+                    }
+                }
+                (false, Deciding::Whole(self))
             }
-            _ => i += 1,
+            Node::All(items) => {
+                for item in items.iter() {
+                    let (hit, part) = item.deciding_part(principal, roles);
+                    if !hit {
+                        return (false, part);
+                    }
+                }
+                (true, Deciding::Whole(self))
+            }
+            Node::Not(inner) => {
+                let (hit, part) = inner.deciding_part(principal, roles);
+                (!hit, Deciding::Negated(Box::new(part)))
+            }
+            _ => (self.matches(principal, roles), Deciding::Whole(self)),
         }
     }
-    parts.push(&s[start..]);
-    parts
 }
 
-/// RFC 4514 section 3: `\` before a special character, or two hex digits of a UTF-8 byte.
-fn unescape_value(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            out.push(bytes[i]);
-            i += 1;
-            continue;
-        }
-        let next = *bytes.get(i + 1)?;
-        if b"\"+,;<>\\ #=".contains(&next) {
-            out.push(next);
-            i += 2;
-        } else {
-            let pair = value.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(pair, 16).ok()?);
-            i += 3;
+enum Deciding<'m> {
+    Whole(&'m Matcher),
+    Negated(Box<Deciding<'m>>),
+}
+
+impl fmt::Display for Deciding<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Deciding::Whole(m) => write!(f, "{m}"),
+            Deciding::Negated(inner) => write!(f, "not({inner})"),
         }
     }
-    String::from_utf8(out).ok()
+}
+
+/// The result of [`Matcher::explain`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchExplanation {
+    /// Whether the matcher matched.
+    pub matched: bool,
+    /// The part of the matcher that decided, in policy-file spelling.
+    pub because: String,
+}
+
+impl fmt::Display for MatchExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.matched {
+            "matched"
+        } else {
+            "did not match"
+        };
+        write!(f, "{verb}: {}", self.because)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{CertSpec, principal};
+    use crate::testing::{CertSpec, principal};
 
     fn no_roles() -> Roles {
         Roles::none()
@@ -767,8 +726,11 @@ mod tests {
     #[test]
     fn issuer_escapes_keep_one_attribute() {
         let pattern = IssuerPattern::parse(r"CN=a\,OU\=b\2C c").unwrap();
-        assert_eq!(pattern.rdns.len(), 1);
-        assert_eq!(&*pattern.rdns[0][0].1, "a,OU=b, c");
+        assert_eq!(pattern.name.rdns().len(), 1);
+        assert_eq!(
+            pattern.name.common_names().collect::<Vec<_>>(),
+            ["a,OU=b, c"]
+        );
     }
 
     #[test]
@@ -779,10 +741,6 @@ mod tests {
         assert!(Matcher::fingerprint_sha256(fp).matches(&p, &no_roles()));
         assert!(!Matcher::fingerprint_sha256(spki).matches(&p, &no_roles()));
         assert!(Matcher::spki_sha256(spki).matches(&p, &no_roles()));
-        assert_eq!(parse_sha256_hex(&hex::encode(fp)).unwrap(), fp);
-        let colons: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(parse_sha256_hex(&colons.join(":")).unwrap(), fp);
-        assert!(parse_sha256_hex("abcd").is_err());
 
         let serial = p.serial().to_owned();
         assert!(Matcher::serial(&serial).unwrap().matches(&p, &no_roles()));
@@ -812,5 +770,109 @@ mod tests {
             m.to_string(),
             r#"any(ou = "admins", spiffe_id = "spiffe://example.org/admin")"#
         );
+    }
+}
+
+#[cfg(test)]
+mod combinator_tests {
+    use super::*;
+    use crate::testing::{CertSpec, principal, shared_principal};
+    use proptest::prelude::{
+        Just, ProptestConfig, Strategy, prop, prop_assert, prop_assert_eq, prop_oneof, proptest,
+    };
+
+    fn role_matcher() -> impl Strategy<Value = Matcher> {
+        let leaf = prop_oneof![
+            "[a-c]".prop_map(|r| Matcher::role(&r)),
+            Just(Matcher::any_verified()),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(any),
+                prop::collection::vec(inner.clone(), 0..4).prop_map(all),
+                inner.clone().prop_map(not),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| a.and(b)),
+                (inner.clone(), inner).prop_map(|(a, b)| a.or(b)),
+            ]
+        })
+    }
+
+    fn roles() -> impl Strategy<Value = Roles> {
+        prop::collection::vec("[a-c]", 0..3).prop_map(Roles::new)
+    }
+
+    /// The matcher's meaning, written independently of `matches`.
+    fn model(m: &Matcher, roles: &Roles) -> bool {
+        match &m.0 {
+            Node::AnyVerified => true,
+            Node::Role(r) => roles.iter().any(|x| x == &**r),
+            Node::Any(items) => items.iter().fold(false, |acc, i| acc | model(i, roles)),
+            Node::All(items) => items.iter().fold(true, |acc, i| acc & model(i, roles)),
+            Node::Not(inner) => !model(inner, roles),
+            _ => unreachable!("only role and constant leaves are generated"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn double_negation_is_identity(m in role_matcher(), roles in roles()) {
+            let p = shared_principal();
+            let twice = not(not(m.clone()));
+            prop_assert_eq!(&twice, &m);
+            // also through the operator, and semantically when built without the shortcut
+            let wrapped = Matcher(Node::Not(Box::new(Matcher(Node::Not(Box::new(m.clone()))))));
+            prop_assert_eq!(wrapped.matches(p, &roles), m.matches(p, &roles));
+            prop_assert_eq!((!!m.clone()).matches(p, &roles), m.matches(p, &roles));
+        }
+
+        #[test]
+        fn evaluation_agrees_with_the_model(m in role_matcher(), roles in roles()) {
+            let p = shared_principal();
+            prop_assert_eq!(m.matches(p, &roles), model(&m, &roles));
+            prop_assert_eq!(m.explain(p, &roles).matched, model(&m, &roles));
+        }
+
+        #[test]
+        fn and_or_agree_with_all_any(a in role_matcher(), b in role_matcher(), roles in roles()) {
+            let p = shared_principal();
+            prop_assert_eq!(
+                a.clone().and(b.clone()).matches(p, &roles),
+                a.matches(p, &roles) && b.matches(p, &roles)
+            );
+            prop_assert_eq!(
+                a.clone().or(b.clone()).matches(p, &roles),
+                a.matches(p, &roles) || b.matches(p, &roles)
+            );
+        }
+
+        #[test]
+        fn empty_any_denies_and_empty_all_allows(roles in roles()) {
+            let p = shared_principal();
+            prop_assert!(!any([]).matches(p, &roles));
+            prop_assert!(all([]).matches(p, &roles));
+        }
+    }
+
+    #[test]
+    fn explain_names_the_deciding_part() {
+        let p = principal(CertSpec {
+            ous: vec!["users"],
+            ..CertSpec::default()
+        });
+        let roles = Roles::new(["oncall"]);
+        let m = Matcher::organizational_unit("admins").or(Matcher::role("oncall"));
+        let e = m.explain(&p, &roles);
+        assert!(e.matched);
+        assert_eq!(e.to_string(), r#"matched: role = "oncall""#);
+
+        let m = Matcher::organizational_unit("users").and(not(Matcher::role("oncall")));
+        let e = m.explain(&p, &roles);
+        assert!(!e.matched);
+        assert_eq!(e.to_string(), r#"did not match: not(role = "oncall")"#);
+
+        let e = any([]).explain(&p, &roles);
+        assert_eq!(e.to_string(), "did not match: any()");
     }
 }

@@ -1,22 +1,4 @@
-//! [`MtlsAuthLayer`]: 401 without a verified identity, 403 when the authorizer denies.
-//!
-//! ```
-//! use tower::ServiceBuilder;
-//! use tower_mtls::{AllowAnyVerified, MtlsAuthLayer};
-//! # use std::convert::Infallible;
-//! # use http::{Request, Response};
-//! # use http_body_util::Full;
-//! # use bytes::Bytes;
-//!
-//! let service = ServiceBuilder::new()
-//!     .layer(MtlsAuthLayer::new(AllowAnyVerified))
-//!     .service_fn(|req: Request<Full<Bytes>>| async move {
-//!         // Only reached with a verified client; its identity is in the extensions.
-//!         let principal = req.extensions().get::<tower_mtls::Principal>().cloned();
-//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{principal:?}")))))
-//!     });
-//! # let _ = service;
-//! ```
+//! The middleware: [`MtlsAuthLayer`], [`MtlsAuth`], [`ResponseFuture`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,12 +11,31 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::authorize::{AuthContext, Authorizer, Decision, Verdict};
-use crate::connection::ConnectionInfo;
-use crate::principal::Principal;
+use crate::audit;
+use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::identity::lookup::authenticate;
+use crate::identity::principal::Principal;
 use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
 
-/// Applies [`MtlsAuth`]: see the [module docs](self).
+/// Applies [`MtlsAuth`]: 401 without a verified identity, 403 when the authorizer denies.
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_mtls::{AllowAnyVerified, MtlsAuthLayer};
+/// # use std::convert::Infallible;
+/// # use http::{Request, Response};
+/// # use http_body_util::Full;
+/// # use bytes::Bytes;
+///
+/// let service = ServiceBuilder::new()
+///     .layer(MtlsAuthLayer::new(AllowAnyVerified))
+///     .service_fn(|req: Request<Full<Bytes>>| async move {
+///         // Only reached with a verified client; its identity is in the extensions.
+///         let principal = req.extensions().get::<tower_mtls::Principal>().cloned();
+///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{principal:?}")))))
+///     });
+/// # let _ = service;
+/// ```
 ///
 /// There is no default authorizer: pass [`AllowAnyVerified`](crate::AllowAnyVerified) to let
 /// every verified client through.
@@ -92,8 +93,8 @@ impl<S, A, R: Clone> Layer<S> for MtlsAuthLayer<A, R> {
 /// Middleware that lets a request through only with a verified [`Principal`] that its
 /// [`Authorizer`] allows; see [`MtlsAuthLayer`].
 ///
-/// The identity comes from the [`ConnectionInfo`] in the request's extensions, put there per
-/// connection; request headers are never looked at for identity.
+/// The identity comes from the [`ConnectionInfo`](crate::ConnectionInfo) in the request's
+/// extensions, put there per connection; request headers are never looked at for identity.
 #[derive(Debug)]
 pub struct MtlsAuth<S, A, R = DefaultResponder> {
     inner: S,
@@ -108,6 +109,22 @@ impl<S: Clone, A, R: Clone> Clone for MtlsAuth<S, A, R> {
             authorizer: self.authorizer.clone(),
             responder: self.responder.clone(),
         }
+    }
+}
+
+impl<S, A: Authorizer> MtlsAuth<S, A> {
+    /// Wraps `inner`: requests reach it only from a verified client that `authorizer` allows.
+    pub fn new(inner: S, authorizer: A) -> Self {
+        MtlsAuth {
+            inner,
+            authorizer: Arc::new(authorizer),
+            responder: DefaultResponder::default(),
+        }
+    }
+
+    /// The layer of this middleware: [`MtlsAuthLayer::new`].
+    pub fn layer(authorizer: A) -> MtlsAuthLayer<A> {
+        MtlsAuthLayer::new(authorizer)
     }
 }
 
@@ -126,20 +143,6 @@ impl<S, A, R> MtlsAuth<S, A, R> {
     }
 }
 
-/// Finds the connection of a request. One place, so every stack is looked up the same way:
-/// hyper (our `serve`) and tonic put `ConnectionInfo` in the extensions as is, axum's
-/// `into_make_service_with_connect_info` wraps it in `ConnectInfo`.
-pub(crate) fn connection_in(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
-    let plain = extensions.get::<ConnectionInfo>();
-    #[cfg(feature = "axum")]
-    let plain = plain.or_else(|| {
-        extensions
-            .get::<axum::extract::ConnectInfo<ConnectionInfo>>()
-            .map(|info| &info.0)
-    });
-    plain
-}
-
 impl<S, A, R, ReqBody, ResBody> Service<Request<ReqBody>> for MtlsAuth<S, A, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -155,10 +158,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (connection, principal) = match authenticate_parts(req.extensions()) {
+        let (connection, principal) = match authenticate(req.extensions()) {
             Ok(found) => found,
             Err(failure) => {
-                failure.log(Rejection::Unauthenticated, req.method(), req.uri().path());
+                audit::unauthenticated(&failure, req.method(), req.uri().path());
                 let response = self
                     .responder
                     .respond(Rejection::Unauthenticated, req.headers());
@@ -227,94 +230,14 @@ fn forbidden<R: Respond<B>, B, ReqBody>(
     reason: &str,
     request: &Request<ReqBody>,
 ) -> Response<B> {
-    log_rejection(
-        Some(peer),
-        Some(principal),
-        Rejection::Forbidden,
+    audit::forbidden(
+        peer,
+        principal,
         reason,
         request.method(),
         request.uri().path(),
     );
     responder.respond(Rejection::Forbidden, request.headers())
-}
-
-/// Why a request has no verified identity.
-pub(crate) struct Unauthenticated<'a> {
-    peer: Option<SocketAddr>,
-    principal: Option<&'a Principal>,
-    reason: &'static str,
-}
-
-impl Unauthenticated<'_> {
-    pub(crate) fn log(&self, rejection: Rejection, method: &http::Method, path: &str) {
-        log_rejection(
-            self.peer,
-            self.principal,
-            rejection,
-            self.reason,
-            method,
-            path,
-        );
-    }
-}
-
-/// The verified, still-valid identity of a request (by its extensions), or why there is none.
-pub(crate) fn authenticate_parts(
-    extensions: &http::Extensions,
-) -> Result<(&ConnectionInfo, &Principal), Unauthenticated<'_>> {
-    let Some(connection) = connection_in(extensions) else {
-        return Err(Unauthenticated {
-            peer: None,
-            principal: None,
-            reason: "no ConnectionInfo on the request (is the service served by tower-mtls?)",
-        });
-    };
-    let Some(principal) = connection.principal() else {
-        return Err(Unauthenticated {
-            peer: Some(connection.peer_addr()),
-            principal: None,
-            reason: "no client certificate",
-        });
-    };
-    match connection.revalidate() {
-        Ok(()) => Ok((connection, principal)),
-        Err(stale) => Err(Unauthenticated {
-            peer: Some(connection.peer_addr()),
-            principal: Some(principal),
-            reason: stale.as_str(),
-        }),
-    }
-}
-
-/// The one tracing event of a rejected request.
-fn log_rejection(
-    peer: Option<SocketAddr>,
-    principal: Option<&Principal>,
-    rejection: Rejection,
-    reason: &str,
-    method: &http::Method,
-    path: &str,
-) {
-    tracing::warn!(
-        peer = %OptionalPeer(peer),
-        principal = principal.map(tracing::field::display),
-        status = rejection.status().as_u16(),
-        reason,
-        %method,
-        path,
-        "request rejected"
-    );
-}
-
-struct OptionalPeer(Option<SocketAddr>);
-
-impl std::fmt::Display for OptionalPeer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("unknown"),
-        }
-    }
 }
 
 struct Pending<S, R, ReqBody> {

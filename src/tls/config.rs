@@ -1,38 +1,23 @@
 //! Building a rustls [`ServerConfig`] for mutual TLS with secure defaults.
-//!
-//! ```no_run
-//! use tower_mtls::{ClientAuth, MtlsConfig};
-//!
-//! let tls = MtlsConfig::builder()
-//!     .server_cert_pem_file("/etc/tls/server-chain.pem")
-//!     .server_key_pem_file("/etc/tls/server-key.pem")
-//!     .client_ca_pem_file("/etc/tls/clients-ca.pem")
-//!     .crl_pem_file("/etc/tls/clients.crl")
-//!     .client_auth(ClientAuth::Required) // the default
-//!     .build()?;
-//! let acceptor = tower_mtls::MtlsAcceptor::new(tls);
-//! # Ok::<(), tower_mtls::ConfigError>(())
-//! ```
-//!
-//! Every input is read and checked in [`MtlsConfigBuilder::build`], so a wrong path, a key that
-//! does not match the certificate or a bundle with no CA in it fails at start-up, with the file
-//! named, not at the first handshake.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::RootCertStore;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use crate::resumption::ResumedCheck;
+use crate::tls::config_error::{ConfigError, Origin};
+use crate::tls::pem::{
+    Source, check_is_ca, crl_check, read_certs, read_crls, read_key, warn_if_expired,
+};
+use crate::tls::provider::crypto_provider;
+use crate::tls::resumption::ResumedCheck;
+use crate::tls::verifier::WithIntermediates;
 
 /// Whether clients must present a certificate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,134 +61,26 @@ pub enum UnknownRevocation {
     Allow,
 }
 
-/// Where an input came from, for error messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// A file.
-    File(PathBuf),
-    /// Bytes passed in memory, with what they were.
-    Memory(&'static str),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::File(p) => write!(f, "{}", p.display()),
-            Origin::Memory(what) => write!(f, "<{what} given in memory>"),
-        }
-    }
-}
-
-/// A configuration that cannot be built, with the input at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// No PEM block of the expected kind in the input.
-    #[error("{origin}: no {expected} PEM block found")]
-    NoPem {
-        /// The input.
-        origin: Origin,
-        /// What was looked for (`CERTIFICATE`, `PRIVATE KEY`, `X509 CRL`).
-        expected: &'static str,
-    },
-    /// A PEM block that cannot be decoded.
-    #[error("{origin}: invalid PEM: {source}")]
-    Pem {
-        /// The input.
-        origin: Origin,
-        /// The PEM error.
-        source: pem::Error,
-    },
-    /// A required input was not given.
-    #[error("no {0} configured")]
-    Missing(&'static str),
-    /// The private key does not belong to the server certificate.
-    #[error("the private key in {key} does not match the certificate in {cert}")]
-    KeyMismatch {
-        /// The certificate input.
-        cert: Origin,
-        /// The key input.
-        key: Origin,
-    },
-    /// The key is of a type or curve the crypto provider cannot use.
-    #[error("the private key in {origin} cannot be used: {reason}")]
-    UnusableKey {
-        /// The key input.
-        origin: Origin,
-        /// Why.
-        reason: String,
-    },
-    /// A certificate that is not a well-formed X.509 certificate.
-    #[error("{origin}: certificate #{index} is not valid X.509: {reason}")]
-    BadCertificate {
-        /// The input.
-        origin: Origin,
-        /// Position of the certificate in the input, from 1.
-        index: usize,
-        /// The parse error.
-        reason: String,
-    },
-    /// A client trust bundle contains a certificate that is not a CA.
-    #[error(
-        "{origin}: certificate #{index} ({subject}) is not a CA certificate; a client trust bundle must hold CA certificates only"
-    )]
-    NotACa {
-        /// The input.
-        origin: Origin,
-        /// Position in the input, from 1.
-        index: usize,
-        /// Its subject.
-        subject: String,
-    },
-    /// A CRL that cannot be parsed.
-    #[error("{origin}: invalid CRL: {reason}")]
-    BadCrl {
-        /// The input.
-        origin: Origin,
-        /// Why.
-        reason: String,
-    },
-    /// rustls refused the configuration.
-    #[error("TLS configuration rejected: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-#[derive(Clone, Debug)]
-enum Source {
-    File(PathBuf),
-    Pem(&'static str, Vec<u8>),
-}
-
-impl Source {
-    fn origin(&self) -> Origin {
-        match self {
-            Source::File(p) => Origin::File(p.clone()),
-            Source::Pem(what, _) => Origin::Memory(what),
-        }
-    }
-
-    fn read(&self) -> Result<(Origin, Vec<u8>), ConfigError> {
-        match self {
-            Source::File(path) => std::fs::read(path)
-                .map(|bytes| (self.origin(), bytes))
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }),
-            Source::Pem(_, bytes) => Ok((self.origin(), bytes.clone())),
-        }
-    }
-}
-
 /// Builder for a mutual-TLS server configuration. Start with [`MtlsConfig::builder`].
+///
+/// ```no_run
+/// use tower_mtls::MtlsConfig;
+/// use tower_mtls::tls::ClientAuth;
+///
+/// let tls = MtlsConfig::builder()
+///     .server_cert_pem_file("/etc/tls/server-chain.pem")
+///     .server_key_pem_file("/etc/tls/server-key.pem")
+///     .client_ca_pem_file("/etc/tls/clients-ca.pem")
+///     .crl_pem_file("/etc/tls/clients.crl")
+///     .client_auth(ClientAuth::Required) // the default
+///     .build()?;
+/// let acceptor = tower_mtls::MtlsAcceptor::new(tls);
+/// # Ok::<(), tower_mtls::ConfigError>(())
+/// ```
+///
+/// Every input is read and checked in [`MtlsConfigBuilder::build`], so a wrong path, a key that
+/// does not match the certificate or a bundle with no CA in it fails at start-up, with the file
+/// named, not at the first handshake.
 #[derive(Clone, Debug, Default)]
 pub struct MtlsConfigBuilder {
     server_cert: Option<Source>,
@@ -374,7 +251,7 @@ impl MtlsConfigBuilder {
 
     /// Reads and checks every input and builds the configuration.
     pub fn build(&self) -> Result<MtlsConfig, ConfigError> {
-        let provider = Arc::new(crate::crypto_provider());
+        let provider = Arc::new(crypto_provider());
 
         let cert_source = self
             .server_cert
@@ -392,16 +269,7 @@ impl MtlsConfigBuilder {
         let chain = read_certs(&cert_origin, &cert_pem)?;
         warn_if_expired(&cert_origin, &chain);
         let (key_origin, key_pem) = key_source.read()?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-            pem::Error::NoItemsFound => ConfigError::NoPem {
-                origin: key_origin.clone(),
-                expected: "PRIVATE KEY",
-            },
-            source => ConfigError::Pem {
-                origin: key_origin.clone(),
-                source,
-            },
-        })?;
+        let key = read_key(&key_origin, &key_pem)?;
 
         let mut roots = RootCertStore::empty();
         for source in &self.client_cas {
@@ -435,7 +303,7 @@ impl MtlsConfigBuilder {
             for (i, crl) in found.iter().enumerate() {
                 // rustls only reports "invalid CRL" for the whole set; parse each one here
                 // so the error names the file.
-                webpki_crl_check(&origin, i + 1, crl)?;
+                crl_check(&origin, i + 1, crl)?;
             }
             crls.extend(found);
         }
@@ -519,175 +387,4 @@ fn resumed_check(enforce_crl_expiry: bool, intermediates: &[CertificateDer<'_>])
         until = Some(until.map_or(not_after, |t| t.min(not_after)));
     }
     ResumedCheck::ValidityOnly { until }
-}
-
-/// Completes client chains with configured intermediates before webpki builds the path.
-#[derive(Debug)]
-struct WithIntermediates {
-    inner: Arc<dyn ClientCertVerifier>,
-    intermediates: Vec<CertificateDer<'static>>,
-}
-
-impl ClientCertVerifier for WithIntermediates {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let mut all: Vec<CertificateDer<'_>> = intermediates.to_vec();
-        all.extend(self.intermediates.iter().cloned());
-        self.inner.verify_client_cert(end_entity, &all, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-fn read_certs(origin: &Origin, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ConfigError::Pem {
-            origin: origin.clone(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(ConfigError::NoPem {
-            origin: origin.clone(),
-            expected: "CERTIFICATE",
-        });
-    }
-    for (i, cert) in certs.iter().enumerate() {
-        parse_cert(origin, i + 1, cert)?;
-    }
-    Ok(certs)
-}
-
-fn read_crls(
-    origin: &Origin,
-    bytes: &[u8],
-) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
-    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ConfigError::Pem {
-            origin: origin.clone(),
-            source,
-        })?;
-    if crls.is_empty() {
-        return Err(ConfigError::NoPem {
-            origin: origin.clone(),
-            expected: "X509 CRL",
-        });
-    }
-    Ok(crls)
-}
-
-fn webpki_crl_check(
-    origin: &Origin,
-    index: usize,
-    crl: &CertificateRevocationListDer<'_>,
-) -> Result<(), ConfigError> {
-    use x509_parser::revocation_list::CertificateRevocationList;
-    match CertificateRevocationList::from_der(crl.as_ref()) {
-        Ok(([], _)) => Ok(()),
-        Ok(_) => Err(ConfigError::BadCrl {
-            origin: origin.clone(),
-            reason: format!("CRL #{index} has trailing data"),
-        }),
-        Err(e) => Err(ConfigError::BadCrl {
-            origin: origin.clone(),
-            reason: format!("CRL #{index}: {e}"),
-        }),
-    }
-}
-
-fn parse_cert<'a>(
-    origin: &Origin,
-    index: usize,
-    der: &'a CertificateDer<'_>,
-) -> Result<X509Certificate<'a>, ConfigError> {
-    let bad = |reason: String| ConfigError::BadCertificate {
-        origin: origin.clone(),
-        index,
-        reason,
-    };
-    match X509Certificate::from_der(der.as_ref()) {
-        Ok(([], cert)) => Ok(cert),
-        Ok(_) => Err(bad("trailing data after the certificate".into())),
-        Err(e) => Err(bad(e.to_string())),
-    }
-}
-
-fn check_is_ca(origin: &Origin, index: usize, der: &CertificateDer<'_>) -> Result<(), ConfigError> {
-    let cert = parse_cert(origin, index, der)?;
-    if cert.is_ca() {
-        Ok(())
-    } else {
-        Err(ConfigError::NotACa {
-            origin: origin.clone(),
-            index,
-            subject: crate::name::DistinguishedName::from_x509(cert.subject()).to_string(),
-        })
-    }
-}
-
-fn warn_if_expired(origin: &Origin, chain: &[CertificateDer<'_>]) {
-    let Some(Ok(cert)) = chain.first().map(|leaf| parse_cert(origin, 1, leaf)) else {
-        return;
-    };
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let validity = cert.validity();
-    if validity.not_after.timestamp() < now {
-        tracing::warn!(file = %origin, not_after = %validity.not_after, "the server certificate has expired; clients will refuse it");
-    } else if validity.not_before.timestamp() > now {
-        tracing::warn!(file = %origin, not_before = %validity.not_before, "the server certificate is not valid yet; clients will refuse it");
-    }
-}
-
-/// The crypto provider this crate builds every rustls object with: aws-lc-rs when its feature
-/// is on, else ring. The process-wide default provider is never consulted, so enabling both
-/// features (or another crate installing a default) cannot make rustls panic.
-pub fn crypto_provider() -> CryptoProvider {
-    #[cfg(feature = "aws-lc-rs")]
-    {
-        rustls::crypto::aws_lc_rs::default_provider()
-    }
-    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
-    {
-        rustls::crypto::ring::default_provider()
-    }
 }

@@ -1,7 +1,4 @@
 //! [`MtlsStream`]: a finished TLS stream that carries its [`ConnectionInfo`].
-//!
-//! Frameworks that learn about a connection from its IO object (tonic's `Connected`, axum's
-//! `IncomingStream`) get the `ConnectionInfo` from here.
 
 use std::io;
 use std::pin::Pin;
@@ -12,10 +9,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::connection::ConnectionInfo;
+use crate::identity::connection::ConnectionInfo;
 
 pin_project! {
     /// A server-side TLS stream together with what its handshake established.
+    ///
+    /// Frameworks that learn about a connection from its IO object (tonic's `Connected`, axum's
+    /// `IncomingStream`) get the `ConnectionInfo` from here.
     #[derive(Debug)]
     pub struct MtlsStream<IO = TcpStream> {
         #[pin]

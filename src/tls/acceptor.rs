@@ -2,24 +2,23 @@
 //! hot reload of the configuration it uses.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
-use rustls::pki_types::UnixTime;
-use rustls::server::danger::ClientCertVerifier;
 use rustls::{HandshakeKind, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::{ConfigError, MtlsConfig, MtlsConfigBuilder};
-use crate::connection::{ConnectionInfo, peer_chain};
-use crate::failure::{AcceptError, HandshakeCounters, HandshakeStats};
-use crate::resumption::{Registry, ResumedCheck, chain_valid_at};
-use crate::roles::RoleMapper;
+use crate::audit;
+use crate::identity::connection::{ConnectionInfo, peer_chain};
+use crate::identity::roles::RoleMapper;
+use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
+use crate::tls::config_error::ConfigError;
+use crate::tls::handshake_error::AcceptError;
+use crate::tls::resumption::{Registry, ResumedCheck, chain_valid_at};
+use crate::tls::stats::{HandshakeCounters, HandshakeStats};
+use crate::tls::trust::{Snapshot, TrustState};
 
 /// Default time a client has to complete the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,43 +66,20 @@ pub struct MtlsAcceptor {
     role_mapper: Option<Arc<dyn RoleMapper>>,
 }
 
-/// What every clone of an acceptor, and every connection it made, shares.
-pub(crate) struct Shared {
-    current: ArcSwap<Current>,
-    // Mirrors `current.generation`, so a request can check it with one atomic load.
-    generation: AtomicU64,
+/// What every clone of an acceptor shares.
+struct Shared {
+    // Also held by every connection, to re-verify it after a reload.
+    trust: Arc<TrustState>,
     counters: HandshakeCounters,
     // Which sessions' resumption data can be believed.
     resumption: Registry,
-    // Generations must name one configuration each: reloads take turns.
-    reload_lock: Mutex<()>,
-}
-
-pub(crate) struct Current {
-    tls: TlsAcceptor,
-    server_config: Arc<ServerConfig>,
-    // Re-verifies resumed sessions and open connections; `None` when resumption is disabled
-    // instead (a rustls config without our verifier).
-    pub(crate) verifier: Option<Arc<dyn ClientCertVerifier>>,
-    pub(crate) generation: u64,
-    resumed_check: ResumedCheck,
-}
-
-impl Shared {
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Current>> {
-        self.current.load()
-    }
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MtlsAcceptor")
             .field("handshake_timeout", &self.handshake_timeout)
-            .field("generation", &self.shared.generation())
+            .field("generation", &self.shared.trust.generation())
             .field("role_mapper", &self.role_mapper.is_some())
             .finish_non_exhaustive()
     }
@@ -113,13 +89,7 @@ impl MtlsAcceptor {
     /// An acceptor for a configuration built by [`MtlsConfig::builder`]. Session resumption
     /// stays on, and every resumed session's chain is verified again.
     pub fn new(config: MtlsConfig) -> Self {
-        Self::with_current(Current {
-            tls: TlsAcceptor::from(config.server_config.clone()),
-            server_config: config.server_config,
-            verifier: Some(config.verifier),
-            generation: 0,
-            resumed_check: config.resumed_check,
-        })
+        Self::with_snapshot(Snapshot::from_config(config))
     }
 
     /// An acceptor for a rustls configuration you built yourself. Its client verifier decides
@@ -132,24 +102,15 @@ impl MtlsAcceptor {
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
         config.ticketer = Arc::new(NoTickets);
-        let config = Arc::new(config);
-        Self::with_current(Current {
-            tls: TlsAcceptor::from(config.clone()),
-            server_config: config,
-            verifier: None,
-            generation: 0,
-            resumed_check: ResumedCheck::Full,
-        })
+        Self::with_snapshot(Snapshot::without_verifier(Arc::new(config)))
     }
 
-    fn with_current(current: Current) -> Self {
+    fn with_snapshot(snapshot: Snapshot) -> Self {
         MtlsAcceptor {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(current),
-                generation: AtomicU64::new(0),
+                trust: Arc::new(TrustState::new(snapshot)),
                 counters: HandshakeCounters::default(),
                 resumption: Registry::new(),
-                reload_lock: Mutex::new(()),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             role_mapper: None,
@@ -162,15 +123,10 @@ impl MtlsAcceptor {
         self
     }
 
-    /// Maps each connection's principal to [`Roles`](crate::Roles), once, at accept time.
+    /// Maps each connection's principal to [`Roles`](crate::identity::Roles), once, at accept time.
     pub fn role_mapper(mut self, mapper: impl RoleMapper) -> Self {
         self.role_mapper = Some(Arc::new(mapper));
         self
-    }
-
-    /// The configured handshake timeout.
-    pub fn get_handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
     }
 
     /// Handshake counters: accepted, and rejected per cause.
@@ -180,7 +136,7 @@ impl MtlsAcceptor {
 
     /// How many times the configuration has been replaced.
     pub fn generation(&self) -> u64 {
-        self.shared.generation()
+        self.shared.trust.generation()
     }
 
     /// Replaces the configuration for every new handshake, atomically. Open connections keep
@@ -188,25 +144,7 @@ impl MtlsAcceptor {
     /// CRLs. The session cache is carried over, and resumed sessions are re-verified against
     /// the new configuration, so a certificate revoked by the reload cannot resume.
     pub fn reload(&self, config: MtlsConfig) {
-        let _turn = self
-            .shared
-            .reload_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let old = self.shared.current.load();
-        let mut server_config = (*config.server_config).clone();
-        server_config.session_storage = old.server_config.session_storage.clone();
-        server_config.ticketer = old.server_config.ticketer.clone();
-        let server_config = Arc::new(server_config);
-        let generation = old.generation + 1;
-        self.shared.current.store(Arc::new(Current {
-            tls: TlsAcceptor::from(server_config.clone()),
-            server_config,
-            verifier: Some(config.verifier),
-            generation,
-            resumed_check: config.resumed_check,
-        }));
-        self.shared.generation.store(generation, Ordering::Release);
+        let generation = self.shared.trust.replace(config);
         tracing::info!(generation, "TLS configuration reloaded");
     }
 
@@ -265,9 +203,8 @@ impl MtlsAcceptor {
         match &result {
             Ok(_) => self.shared.counters.record_accepted(),
             Err(err) => {
-                let cause = err.cause();
-                self.shared.counters.record_rejected(cause);
-                tracing::warn!(peer = %peer_addr, cause = %cause, error = %err, "TLS handshake failed");
+                self.shared.counters.record_rejected(err.cause());
+                audit::handshake_failed(peer_addr, err);
             }
         }
         result
@@ -284,19 +221,18 @@ impl MtlsAcceptor {
     {
         // One snapshot for the whole handshake: the config that verified the chain is the one
         // whose generation the connection records, and the one its tickets name.
-        let current = self.shared.current.load_full();
-        let (accept, issuing) = match current.verifier {
-            Some(_) => {
-                // Sessions this connection issues say who verified their chain; they are
-                // believed only if this call ends well (see `resumption`).
-                let issuing = self.shared.resumption.begin(current.generation);
-                let tag = issuing.tag().encode();
-                let accept = current
-                    .tls
-                    .accept_with(io, |conn| conn.set_resumption_data(&tag));
-                (accept, Some(issuing))
-            }
-            None => (current.tls.accept(io), None),
+        let current = self.shared.trust.current_full();
+        let (accept, issuing) = if current.has_verifier() {
+            // Sessions this connection issues say who verified their chain; they are believed
+            // only if this call ends well (see `resumption`).
+            let issuing = self.shared.resumption.begin(current.generation);
+            let tag = issuing.tag().encode();
+            let accept = current
+                .tls
+                .accept_with(io, |conn| conn.set_resumption_data(&tag));
+            (accept, Some(issuing))
+        } else {
+            (current.tls.accept(io), None)
         };
         let stream = tokio::time::timeout(self.handshake_timeout, accept)
             .await
@@ -311,7 +247,7 @@ impl MtlsAcceptor {
             peer_addr,
             local_addr,
             self.role_mapper.as_deref(),
-            self.shared.clone(),
+            self.shared.trust.clone(),
             current.generation,
         )?;
         if let Some(issuing) = issuing {
@@ -325,18 +261,11 @@ impl MtlsAcceptor {
     /// can change is checked.
     fn recheck_resumed(
         &self,
-        current: &Current,
+        current: &Snapshot,
         conn: &rustls::ServerConnection,
     ) -> Result<(), AcceptError> {
         let Some(chain) = peer_chain(conn) else {
             return Ok(());
-        };
-        let Some(verifier) = &current.verifier else {
-            // Resumption is disabled when there is no verifier; a resumed session here means
-            // the configuration was changed behind our back. Refuse rather than trust it.
-            return Err(AcceptError::ResumedCertificateRejected(
-                rustls::Error::General("session resumption without a verifier".into()),
-            ));
         };
         let now = SystemTime::now();
         let validity_only = match current.resumed_check {
@@ -359,10 +288,14 @@ impl MtlsAcceptor {
         // Anything else, including a chain that is no longer valid, gets the verifier's
         // verdict (and its precise error).
         self.shared.counters.record_resumed_check(true);
-        verifier
-            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-            .map(|_| ())
-            .map_err(AcceptError::ResumedCertificateRejected)
+        match current.verify_client_chain(chain) {
+            Some(verdict) => verdict.map_err(AcceptError::ResumedCertificateRejected),
+            // Resumption is disabled when there is no verifier; a resumed session here means
+            // the configuration was changed behind our back. Refuse rather than trust it.
+            None => Err(AcceptError::ResumedCertificateRejected(
+                rustls::Error::General("session resumption without a verifier".into()),
+            )),
+        }
     }
 }
 

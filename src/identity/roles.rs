@@ -1,31 +1,116 @@
-//! Ready [`RoleMapper`]s for common certificate conventions, run once per connection.
-//!
-//! | mapper | certificate | roles |
-//! |---|---|---|
-//! | [`KubernetesRoles`] | `CN=alice, O=dev, O=ops` | `user:alice`, `group:dev`, `group:ops` |
-//! | [`OrganizationalUnitRoles`] | `OU=admins` | `admins` |
-//! | [`SpiffeServiceAccountRoles`] | `spiffe://td/ns/prod/sa/api` | `namespace:prod`, `serviceaccount:prod:api` |
-//!
-//! A pair of mappers is a mapper giving the roles of both.
-//!
-//! ```
-//! use tower_mtls::MtlsAcceptor;
-//! use tower_mtls::authorize::{Matcher, OrganizationalUnitRoles, Rule, SpiffeServiceAccountRoles};
-//!
-//! # fn acceptor(tls: tower_mtls::MtlsConfig) -> Result<(), tower_mtls::authorize::MatcherError> {
-//! let acceptor = MtlsAcceptor::new(tls).role_mapper((
-//!     OrganizationalUnitRoles,
-//!     SpiffeServiceAccountRoles::in_trust_domain("example.org")?,
-//! ));
-//! let rule = Rule::allow("prod-api").principal(Matcher::role("serviceaccount:prod:api"));
-//! # let _ = (acceptor, rule); Ok(()) }
-//! ```
+//! Roles: what a principal is, in your application's words, computed once per connection.
 
-use crate::principal::Principal;
-use crate::roles::{RoleMapper, Roles};
-use crate::spiffe::validate_trust_domain;
+use std::fmt;
+use std::sync::Arc;
 
-use super::matchers::MatcherError;
+use crate::identity::principal::Principal;
+use crate::identity::spiffe_id::{SpiffeIdError, validate_trust_domain};
+
+/// A set of role or group names. Cloning is an `Arc` clone.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Roles(Arc<[String]>);
+
+impl Roles {
+    /// Roles from names; duplicates are dropped, order is kept.
+    pub fn new<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.into();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Roles(out.into())
+    }
+
+    /// No roles.
+    pub fn none() -> Self {
+        Roles::default()
+    }
+
+    /// Whether `role` is one of them (exact, case-sensitive).
+    pub fn contains(&self, role: &str) -> bool {
+        self.0.iter().any(|r| r == role)
+    }
+
+    /// The role names.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Roles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// Turns a principal into roles, once per connection. Closures `Fn(&Principal) -> Roles`
+/// implement it.
+///
+/// A [`RoleMapper`] given to [`MtlsAcceptor::role_mapper`](crate::MtlsAcceptor::role_mapper)
+/// runs once per connection, right after the principal is parsed; the result is kept in the
+/// [`ConnectionInfo`](crate::ConnectionInfo) and costs nothing per request.
+///
+/// ```
+/// use tower_mtls::Principal;
+/// use tower_mtls::identity::Roles;
+///
+/// // OU = role
+/// let mapper = |p: &Principal| Roles::new(p.organizational_units());
+/// # let _ = mapper;
+/// ```
+///
+/// # Ready mappers
+///
+/// | mapper | certificate | roles |
+/// |---|---|---|
+/// | [`KubernetesRoles`] | `CN=alice, O=dev, O=ops` | `user:alice`, `group:dev`, `group:ops` |
+/// | [`OrganizationalUnitRoles`] | `OU=admins` | `admins` |
+/// | [`SpiffeServiceAccountRoles`] | `spiffe://td/ns/prod/sa/api` | `namespace:prod`, `serviceaccount:prod:api` |
+///
+/// A pair of mappers is a mapper giving the roles of both.
+///
+/// ```
+/// use tower_mtls::MtlsAcceptor;
+/// use tower_mtls::authorize::{Matcher, Rule};
+/// use tower_mtls::identity::{OrganizationalUnitRoles, SpiffeServiceAccountRoles};
+///
+/// # fn acceptor(tls: tower_mtls::MtlsConfig) -> Result<(), tower_mtls::SpiffeIdError> {
+/// let acceptor = MtlsAcceptor::new(tls).role_mapper((
+///     OrganizationalUnitRoles,
+///     SpiffeServiceAccountRoles::in_trust_domain("example.org")?,
+/// ));
+/// let rule = Rule::allow("prod-api").principal(Matcher::role("serviceaccount:prod:api"));
+/// # let _ = (acceptor, rule); Ok(()) }
+/// ```
+pub trait RoleMapper: Send + Sync + 'static {
+    /// The roles of `principal`.
+    fn roles(&self, principal: &Principal) -> Roles;
+}
+
+impl<F> RoleMapper for F
+where
+    F: Fn(&Principal) -> Roles + Send + Sync + 'static,
+{
+    fn roles(&self, principal: &Principal) -> Roles {
+        self(principal)
+    }
+}
 
 /// Kubernetes client-certificate convention: the CN is the user, each O a group. Roles are
 /// `user:<CN>` and `group:<O>`, prefixed so that a group can never pose as a user.
@@ -68,11 +153,8 @@ impl SpiffeServiceAccountRoles {
     }
 
     /// Only for SPIFFE IDs of `trust_domain`; others get no roles.
-    pub fn in_trust_domain(trust_domain: &str) -> Result<Self, MatcherError> {
-        validate_trust_domain(trust_domain).map_err(|error| MatcherError::TrustDomain {
-            value: trust_domain.to_owned(),
-            error,
-        })?;
+    pub fn in_trust_domain(trust_domain: &str) -> Result<Self, SpiffeIdError> {
+        validate_trust_domain(trust_domain)?;
         Ok(SpiffeServiceAccountRoles {
             trust_domain: Some(trust_domain.into()),
         })
@@ -118,7 +200,7 @@ impl<A: RoleMapper, B: RoleMapper> RoleMapper for (A, B) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authorize::testing::{CertSpec, principal};
+    use crate::testing::{CertSpec, principal};
 
     fn names(roles: Roles) -> Vec<String> {
         roles.iter().map(str::to_owned).collect()

@@ -1,12 +1,14 @@
-//! Test-only principals minted with rcgen: a self-signed leaf with exactly the fields a test
-//! names (Principal parsing does not verify; these never reach a handshake).
+//! The crate's own unit-test fixtures: principals minted with rcgen (a self-signed leaf with
+//! exactly the fields a test names), turned into principals and requests with the public
+//! [`test_util`](crate::test_util), as users of the crate would.
 
 use std::net::IpAddr;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls::pki_types::CertificateDer;
 
-use crate::principal::Principal;
+use crate::identity::principal::Principal;
+use crate::test_util::{TestRequest, principal_from_der};
 
 #[derive(Default)]
 pub(crate) struct CertSpec {
@@ -61,7 +63,7 @@ pub(crate) fn principal(spec: CertSpec) -> Principal {
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     let der: CertificateDer<'static> = cert.der().clone();
-    Principal::from_verified_chain(&[der]).unwrap()
+    principal_from_der(&[der]).unwrap()
 }
 
 /// One default principal for the whole test run (minting a key per proptest case is slow).
@@ -70,31 +72,11 @@ pub(crate) fn shared_principal() -> &'static Principal {
     P.get_or_init(|| principal(CertSpec::default()))
 }
 
-/// A request as an authorizer sees it, on a connection of `principal`.
-pub(crate) struct TestRequest {
-    pub connection: crate::ConnectionInfo,
-    pub method: http::Method,
-    pub uri: http::Uri,
-    pub headers: http::HeaderMap,
-}
-
-impl TestRequest {
-    pub(crate) fn new(principal: &Principal, method: http::Method, path: &'static str) -> Self {
-        TestRequest {
-            connection: crate::ConnectionInfo::for_tests(principal.clone(), crate::Roles::none()),
-            method,
-            uri: http::Uri::from_static(path),
-            headers: http::HeaderMap::new(),
-        }
-    }
-
-    pub(crate) fn context(&self) -> crate::AuthContext<'_> {
-        crate::AuthContext {
-            principal: self.connection.principal().unwrap(),
-            connection: &self.connection,
-            method: &self.method,
-            uri: &self.uri,
-            headers: &self.headers,
-        }
-    }
+/// `method path` from `principal`, through the public test support.
+pub(crate) fn request(
+    principal: &Principal,
+    method: http::Method,
+    path: &'static str,
+) -> TestRequest {
+    TestRequest::new(principal.clone(), method, http::Uri::from_static(path))
 }

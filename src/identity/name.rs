@@ -1,8 +1,5 @@
-//! X.509 distinguished names, parsed once, with a correct RFC 4514 string form.
-//!
-//! Matching on names should use the parsed attributes ([`DistinguishedName::common_names`],
-//! [`DistinguishedName::organizational_units`], ...), never substrings of the rendered string:
-//! `CN=a\,OU=admins` is one attribute whose value contains a comma, not an OU.
+//! X.509 distinguished names, parsed once, with a correct RFC 4514 string form — rendered
+//! ([`DistinguishedName::as_rfc4514`]) and read back ([`DistinguishedName::parse_rfc4514`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -61,7 +58,7 @@ fn dotted(oid: &Oid<'_>) -> Cow<'static, str> {
 }
 
 /// The dotted OID of an RFC 4514 short name (`CN`, `o`, `OU`, ...; case-insensitive).
-pub(crate) fn oid_of_short_name(name: &str) -> Option<&'static str> {
+fn oid_of_short_name(name: &str) -> Option<&'static str> {
     SHORT_NAMES
         .iter()
         .find(|(_, short)| short.eq_ignore_ascii_case(name))
@@ -69,6 +66,10 @@ pub(crate) fn oid_of_short_name(name: &str) -> Option<&'static str> {
 }
 
 /// A parsed distinguished name (subject or issuer).
+///
+/// Matching on names should use the parsed attributes ([`DistinguishedName::common_names`],
+/// [`DistinguishedName::organizational_units`], ...), never substrings of the rendered string:
+/// `CN=a\,OU=admins` is one attribute whose value contains a comma, not an OU.
 #[derive(Clone)]
 pub struct DistinguishedName {
     rdns: Vec<RelativeDistinguishedName>,
@@ -86,9 +87,44 @@ impl PartialEq for DistinguishedName {
 impl Eq for DistinguishedName {}
 
 /// One RDN: usually a single attribute, several when written with `+` in RFC 4514.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two RDNs are equal when they hold the same attributes, in any order (an RDN is a SET).
+#[derive(Clone, Debug)]
 pub struct RelativeDistinguishedName {
     attributes: Vec<Attribute>,
+}
+
+impl PartialEq for RelativeDistinguishedName {
+    fn eq(&self, other: &Self) -> bool {
+        same_multiset(&self.attributes, &other.attributes)
+    }
+}
+
+impl Eq for RelativeDistinguishedName {}
+
+/// Whether `a` and `b` hold the same items, counting repeats, in any order. Without
+/// allocating: RDNs have one attribute, rarely a few; past 64 the order must match too.
+fn same_multiset(a: &[Attribute], b: &[Attribute]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > 64 {
+        return a == b;
+    }
+    let mut taken = 0u64;
+    a.iter().all(|x| {
+        let free = b
+            .iter()
+            .enumerate()
+            .find(|(i, y)| taken & (1 << i) == 0 && x == *y);
+        match free {
+            Some((i, _)) => {
+                taken |= 1 << i;
+                true
+            }
+            None => false,
+        }
+    })
 }
 
 /// One `type=value` pair of a distinguished name.
@@ -164,6 +200,119 @@ impl DistinguishedName {
     pub fn is_empty(&self) -> bool {
         self.rdns.is_empty()
     }
+
+    /// Reads the RFC 4514 string form, e.g. `CN=Issuing CA,O=Example` (the last RDN first, as
+    /// [`as_rfc4514`](Self::as_rfc4514) writes it). Attribute types are the short names `CN`,
+    /// `O`, `OU`, `C`, `L`, `ST`, `STREET`, `DC` and `UID` (any case); values are text, with
+    /// RFC 4514 escapes (`\,`, `\2C`). Hex-encoded `#...` values are refused.
+    ///
+    /// ```
+    /// use tower_mtls::identity::DistinguishedName;
+    ///
+    /// let dn = DistinguishedName::parse_rfc4514(r"CN=Issuing CA,O=Example\, Inc.")?;
+    /// assert_eq!(dn.organizations().collect::<Vec<_>>(), ["Example, Inc."]);
+    /// assert_eq!(dn.as_rfc4514(), r"CN=Issuing CA,O=Example\, Inc.");
+    /// # Ok::<(), tower_mtls::identity::NameParseError>(())
+    /// ```
+    pub fn parse_rfc4514(dn: &str) -> Result<Self, NameParseError> {
+        let mut rdns = Vec::new();
+        for rdn in split_unescaped(dn, b',') {
+            let mut attributes = Vec::new();
+            for attr in split_unescaped(rdn, b'+') {
+                let (kind, value) = attr.split_once('=').ok_or(NameParseError::NoEquals)?;
+                let oid =
+                    oid_of_short_name(kind.trim_start()).ok_or(NameParseError::UnknownType)?;
+                if value.starts_with('#') {
+                    return Err(NameParseError::HexValue);
+                }
+                let value = unescape_value(value).ok_or(NameParseError::BadEscape)?;
+                attributes.push(Attribute {
+                    oid: Cow::Borrowed(oid),
+                    value: AttributeValue::Text(value),
+                });
+            }
+            rdns.push(RelativeDistinguishedName { attributes });
+        }
+        if rdns.is_empty() {
+            return Err(NameParseError::Empty);
+        }
+        // RFC 4514 writes the last RDN first.
+        rdns.reverse();
+        Ok(DistinguishedName {
+            rdns,
+            rfc4514: OnceLock::new(),
+        })
+    }
+}
+
+/// Why a string is not an RFC 4514 distinguished name this crate reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameParseError {
+    /// The empty string.
+    #[error("empty name")]
+    Empty,
+    /// An attribute without `=`.
+    #[error("an attribute has no '='")]
+    NoEquals,
+    /// An attribute type that is not one of the short names.
+    #[error("unknown attribute type (use CN, O, OU, C, L, ST, STREET, DC or UID)")]
+    UnknownType,
+    /// A `#`-prefixed hex-encoded value.
+    #[error("hex-encoded (#...) values are not supported")]
+    HexValue,
+    /// A `\` not followed by a special character or two hex digits, or escapes that are not
+    /// UTF-8.
+    #[error("bad escape sequence")]
+    BadEscape,
+}
+
+/// Splits on `sep` where it is not escaped with a backslash.
+fn split_unescaped(s: &str, sep: u8) -> Vec<&str> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    let bytes = s.as_bytes();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b if b == sep => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// RFC 4514 section 3: `\` before a special character, or two hex digits of a UTF-8 byte.
+fn unescape_value(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let next = *bytes.get(i + 1)?;
+        if b"\"+,;<>\\ #=".contains(&next) {
+            out.push(next);
+            i += 2;
+        } else {
+            let pair = value.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(pair, 16).ok()?);
+            i += 3;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl fmt::Display for DistinguishedName {

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::CertificateDer;
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 
-use crate::acceptor::Shared;
-
-use crate::principal::{Principal, PrincipalError};
-use crate::roles::{RoleMapper, Roles};
+use crate::identity::principal::{Principal, PrincipalError};
+use crate::identity::roles::{RoleMapper, Roles};
+use crate::tls::trust::TrustState;
 
 /// The facts of one TLS connection, shared by all its requests. Cloning is an `Arc` clone.
 #[derive(Clone)]
@@ -24,20 +23,42 @@ pub struct ConnectionInfo {
 }
 
 struct Details {
-    peer_addr: SocketAddr,
-    local_addr: Option<SocketAddr>,
-    protocol_version: Option<ProtocolVersion>,
-    cipher_suite: Option<CipherSuite>,
-    alpn_protocol: Option<Vec<u8>>,
-    server_name: Option<String>,
-    handshake_kind: Option<HandshakeKind>,
-    principal: Option<Principal>,
-    roles: Roles,
-    // `None` only for connections made up in unit tests.
-    trust: Option<Arc<Shared>>,
+    facts: Facts,
+    // `None` only for connections made up in tests (see `test_util`).
+    trust: Option<Arc<TrustState>>,
     // `generation << 1 | verified`: the trust generation the chain was last checked against,
     // and whether it passed. One atomic load per request while nothing was reloaded.
     checked: AtomicU64,
+}
+
+/// What a handshake established, as plain data.
+pub(crate) struct Facts {
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) protocol_version: Option<ProtocolVersion>,
+    pub(crate) cipher_suite: Option<CipherSuite>,
+    pub(crate) alpn_protocol: Option<Vec<u8>>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) handshake_kind: Option<HandshakeKind>,
+    pub(crate) principal: Option<Principal>,
+    pub(crate) roles: Roles,
+}
+
+impl Facts {
+    /// A connection from `peer_addr` of which nothing else is known.
+    pub(crate) fn new(peer_addr: SocketAddr, principal: Option<Principal>, roles: Roles) -> Self {
+        Facts {
+            peer_addr,
+            local_addr: None,
+            protocol_version: None,
+            cipher_suite: None,
+            alpn_protocol: None,
+            server_name: None,
+            handshake_kind: None,
+            principal,
+            roles,
+        }
+    }
 }
 
 impl StaleIdentity {
@@ -76,7 +97,7 @@ impl ConnectionInfo {
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
         role_mapper: Option<&dyn RoleMapper>,
-        trust: Arc<Shared>,
+        trust: Arc<TrustState>,
         generation: u64,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
@@ -86,21 +107,32 @@ impl ConnectionInfo {
             (Some(p), Some(mapper)) => mapper.roles(p),
             _ => Roles::none(),
         };
-        Ok(ConnectionInfo {
+        let facts = Facts {
+            local_addr,
+            protocol_version: conn.protocol_version(),
+            cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+            alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
+            server_name: conn.server_name().map(str::to_owned),
+            handshake_kind: conn.handshake_kind(),
+            ..Facts::new(peer_addr, principal, roles)
+        };
+        Ok(Self::from_facts(facts, Some((trust, generation))))
+    }
+
+    /// A connection of `facts`, verified under `trust` at `generation`; without a trust state
+    /// it is never re-verified after reloads (its expiry is still checked).
+    pub(crate) fn from_facts(facts: Facts, trust: Option<(Arc<TrustState>, u64)>) -> Self {
+        let (trust, generation) = match trust {
+            Some((trust, generation)) => (Some(trust), generation),
+            None => (None, 0),
+        };
+        ConnectionInfo {
             inner: Arc::new(Details {
-                peer_addr,
-                local_addr,
-                protocol_version: conn.protocol_version(),
-                cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
-                alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
-                server_name: conn.server_name().map(str::to_owned),
-                handshake_kind: conn.handshake_kind(),
-                principal,
-                roles,
-                trust: Some(trust),
+                facts,
+                trust,
                 checked: AtomicU64::new(generation << 1 | 1),
             }),
-        })
+        }
     }
 
     /// Whether the connection's identity is still acceptable *now*: the leaf certificate has
@@ -109,7 +141,7 @@ impl ConnectionInfo {
     /// reload). [`MtlsAuthLayer`](crate::MtlsAuthLayer) calls this for every request and
     /// answers 401 on failure. Always `Ok` for a connection without a principal.
     pub fn revalidate(&self) -> Result<(), StaleIdentity> {
-        let Some(principal) = &self.inner.principal else {
+        let Some(principal) = &self.inner.facts.principal else {
             return Ok(());
         };
         if SystemTime::now() > principal.not_after() {
@@ -131,22 +163,18 @@ impl ConnectionInfo {
     }
 
     #[cold]
-    fn reverify(&self, trust: &Shared, principal: &Principal) -> Result<(), StaleIdentity> {
+    fn reverify(&self, trust: &TrustState, principal: &Principal) -> Result<(), StaleIdentity> {
         let current = trust.current();
-        let chain = principal.chain();
-        let verdict = match &current.verifier {
-            Some(verifier) => verifier
-                .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-                .map(|_| ()),
-            None => Ok(()),
-        };
+        let verdict = current
+            .verify_client_chain(&principal.chain())
+            .unwrap_or(Ok(()));
         self.inner.checked.store(
             current.generation << 1 | u64::from(verdict.is_ok()),
             Ordering::Release,
         );
         verdict.map_err(|error| {
             tracing::warn!(
-                peer = %self.inner.peer_addr,
+                peer = %self.inner.facts.peer_addr,
                 principal = %principal,
                 generation = current.generation,
                 %error,
@@ -156,83 +184,63 @@ impl ConnectionInfo {
         })
     }
 
-    /// A connection that never was, for unit tests of authorizers.
-    #[cfg(test)]
-    pub(crate) fn for_tests(principal: Principal, roles: Roles) -> Self {
-        ConnectionInfo {
-            inner: Arc::new(Details {
-                peer_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                local_addr: None,
-                protocol_version: None,
-                cipher_suite: None,
-                alpn_protocol: None,
-                server_name: None,
-                handshake_kind: None,
-                principal: Some(principal),
-                roles,
-                trust: None,
-                checked: AtomicU64::new(1),
-            }),
-        }
-    }
-
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.inner.peer_addr
+        self.inner.facts.peer_addr
     }
 
     /// The server's address of this connection, when known.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr
+        self.inner.facts.local_addr
     }
 
     /// The negotiated TLS version.
     pub fn protocol_version(&self) -> Option<ProtocolVersion> {
-        self.inner.protocol_version
+        self.inner.facts.protocol_version
     }
 
     /// The negotiated cipher suite.
     pub fn cipher_suite(&self) -> Option<CipherSuite> {
-        self.inner.cipher_suite
+        self.inner.facts.cipher_suite
     }
 
     /// The negotiated ALPN protocol (`h2`, `http/1.1`), if any.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.inner.alpn_protocol.as_deref()
+        self.inner.facts.alpn_protocol.as_deref()
     }
 
     /// The SNI host name the client asked for, if any.
     pub fn server_name(&self) -> Option<&str> {
-        self.inner.server_name.as_deref()
+        self.inner.facts.server_name.as_deref()
     }
 
     /// Full handshake, full with HelloRetryRequest, or resumed.
     pub fn handshake_kind(&self) -> Option<HandshakeKind> {
-        self.inner.handshake_kind
+        self.inner.facts.handshake_kind
     }
 
     /// Whether the session was resumed (its client chain was then re-verified by
     /// [`MtlsAcceptor`](crate::MtlsAcceptor) against the current trust settings).
     pub fn is_resumed(&self) -> bool {
-        self.inner.handshake_kind == Some(HandshakeKind::Resumed)
+        self.inner.facts.handshake_kind == Some(HandshakeKind::Resumed)
     }
 
     /// The verified client identity; `None` when the client sent no certificate (possible only
-    /// with [`ClientAuth::Optional`](crate::ClientAuth::Optional)).
+    /// with [`ClientAuth::Optional`](crate::tls::ClientAuth::Optional)).
     pub fn principal(&self) -> Option<&Principal> {
-        self.inner.principal.as_ref()
+        self.inner.facts.principal.as_ref()
     }
 
     /// The roles the acceptor's [`RoleMapper`] gave the principal (none without a mapper or
     /// without a principal).
     pub fn roles(&self) -> &Roles {
-        &self.inner.roles
+        &self.inner.facts.roles
     }
 }
 
 impl fmt::Debug for ConnectionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &*self.inner;
+        let d = &self.inner.facts;
         f.debug_struct("ConnectionInfo")
             .field("peer_addr", &d.peer_addr)
             .field("local_addr", &d.local_addr)

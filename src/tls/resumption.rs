@@ -143,7 +143,9 @@ impl Registry {
         let mut random = [0u8; 8];
         // Without randomness, 0 still works: issuer ids, generations and epochs are checked
         // too; the instance only guards against tags from elsewhere.
-        let _ = crate::crypto_provider().secure_random.fill(&mut random);
+        let _ = crate::tls::provider::crypto_provider()
+            .secure_random
+            .fill(&mut random);
         Registry {
             instance: u64::from_ne_bytes(random),
             next_issuer: AtomicU64::new(0),

@@ -14,8 +14,8 @@ use x509_parser::oid_registry::{OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_SU
 use x509_parser::prelude::FromDer;
 use x509_parser::time::ASN1Time;
 
-use crate::name::DistinguishedName;
-use crate::spiffe::SpiffeId;
+use crate::identity::name::DistinguishedName;
+use crate::identity::spiffe_id::SpiffeId;
 
 /// The verified identity of a TLS client.
 ///

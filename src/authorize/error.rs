@@ -1,0 +1,94 @@
+//! [`MatcherError`]: why a piece of authorization vocabulary (a matcher, a path pattern, a
+//! method) could not be built from its arguments.
+
+use crate::identity::name::NameParseError;
+use crate::identity::spiffe_id::SpiffeIdError;
+
+/// Why a matcher could not be built from its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MatcherError {
+    /// Not a valid SPIFFE ID.
+    #[error("invalid SPIFFE ID {value:?}: {error}")]
+    SpiffeId {
+        /// The input.
+        value: String,
+        /// Why.
+        error: SpiffeIdError,
+    },
+    /// Not a valid SPIFFE trust domain name.
+    #[error("invalid SPIFFE trust domain {value:?}: {error}")]
+    TrustDomain {
+        /// The input.
+        value: String,
+        /// Why.
+        error: SpiffeIdError,
+    },
+    /// Not a DNS name or a `*.suffix` pattern.
+    #[error("invalid DNS name pattern {value:?}: {why}")]
+    DnsName {
+        /// The input.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Not an RFC 4514 distinguished name this crate can read.
+    #[error("invalid distinguished name {value:?}: {error}")]
+    DistinguishedName {
+        /// The input.
+        value: String,
+        /// Why.
+        error: NameParseError,
+    },
+    /// Not an IP address.
+    #[error("invalid IP address {value:?}")]
+    IpAddress {
+        /// The input.
+        value: String,
+    },
+    /// Not 32 bytes of hex (colons allowed).
+    #[error("invalid SHA-256 hash {value:?}: expected 64 hex digits")]
+    Sha256 {
+        /// The input.
+        value: String,
+    },
+    /// Not a hex serial number.
+    #[error("invalid serial number {value:?}: expected hex digits")]
+    Serial {
+        /// The input.
+        value: String,
+    },
+    /// An empty string where a value is needed.
+    #[error("empty value")]
+    Empty,
+    /// Not an HTTP method token.
+    #[error("invalid HTTP method {value:?}")]
+    Method {
+        /// The input.
+        value: String,
+    },
+    /// Not a usable request path (exact or prefix).
+    #[error("invalid path {value:?}: {why}")]
+    Path {
+        /// The input.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Not a glob this crate understands.
+    #[error("invalid path glob {value:?}: {why}")]
+    Glob {
+        /// The input.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Not a gRPC `package.Service/Method` (or `package.Service/*`).
+    #[error("invalid gRPC method {value:?}: {why}")]
+    Grpc {
+        /// The input.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+}

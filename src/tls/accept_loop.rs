@@ -1,0 +1,93 @@
+//! The accept loop behind [`MtlsListener`](crate::MtlsListener): TCP accepts, and every TLS
+//! handshake in a task of its own.
+//!
+//! The loop never waits on a handshake. What happens to a finished connection is up to a
+//! [`Handoff`], made in the loop for each TCP connection and moved into its handshake task: a
+//! channel sender for [`MtlsListener::accept`](crate::MtlsListener::accept), or, for
+//! [`hyper::serve`](crate::hyper), what serving the connection needs, so that the connection
+//! is served by the task that ran its handshake.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
+
+use crate::identity::connection::ConnectionInfo;
+use crate::tls::acceptor::MtlsAcceptor;
+
+/// A finished mutual-TLS connection.
+pub type Accepted = (TlsStream<TcpStream>, ConnectionInfo);
+
+/// Where one finished connection goes.
+pub(crate) trait Handoff: Send + 'static {
+    /// Takes the connection, in its handshake task.
+    fn deliver(self, accepted: Accepted) -> impl Future<Output = ()> + Send;
+}
+
+/// A bound socket and the settings of its accept loop; [`run`](Self::run) starts it.
+#[derive(Debug)]
+pub(crate) struct AcceptLoop {
+    pub(crate) listener: TcpListener,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) acceptor: MtlsAcceptor,
+    pub(crate) max_in_flight: usize,
+}
+
+impl AcceptLoop {
+    /// Accepts TCP connections until `stop` completes, running each handshake in its own task
+    /// (at most `max_in_flight` at once) and giving each finished connection to the handoff
+    /// `handoff_for` made for it.
+    pub(crate) async fn run<H: Handoff>(
+        self,
+        mut handoff_for: impl FnMut() -> H,
+        stop: impl Future<Output = ()>,
+    ) {
+        let AcceptLoop {
+            listener,
+            local_addr,
+            acceptor,
+            max_in_flight,
+        } = self;
+        // Bound to one address, every connection's local address is that one: no need for a
+        // getsockname per connection. A wildcard bind has to ask, connection by connection.
+        let fixed_local = (!local_addr.ip().is_unspecified()).then_some(local_addr);
+        let slots = Arc::new(Semaphore::new(max_in_flight));
+        tokio::pin!(stop);
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return, // the semaphore is never closed; defensive
+                },
+                () = &mut stop => return,
+            };
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning, keep serving.
+                        tracing::warn!(error = %err, "TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let handoff = handoff_for();
+            tokio::spawn(async move {
+                let local = fixed_local.or_else(|| tcp.local_addr().ok());
+                let result = acceptor.accept_with_addrs(tcp, peer, local).await;
+                drop(permit);
+                if let Ok(accepted) = result {
+                    handoff.deliver(accepted).await;
+                }
+            });
+        }
+    }
+}

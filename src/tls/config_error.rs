@@ -1,0 +1,106 @@
+//! [`ConfigError`]: why a configuration cannot be built, naming the input at fault.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rustls::pki_types::pem;
+
+/// Where an input came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A file.
+    File(PathBuf),
+    /// Bytes passed in memory, with what they were.
+    Memory(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Memory(what) => write!(f, "<{what} given in memory>"),
+        }
+    }
+}
+
+/// A configuration that cannot be built, with the input at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No PEM block of the expected kind in the input.
+    #[error("{origin}: no {expected} PEM block found")]
+    NoPem {
+        /// The input.
+        origin: Origin,
+        /// What was looked for (`CERTIFICATE`, `PRIVATE KEY`, `X509 CRL`).
+        expected: &'static str,
+    },
+    /// A PEM block that cannot be decoded.
+    #[error("{origin}: invalid PEM: {source}")]
+    Pem {
+        /// The input.
+        origin: Origin,
+        /// The PEM error.
+        source: pem::Error,
+    },
+    /// A required input was not given.
+    #[error("no {0} configured")]
+    Missing(&'static str),
+    /// The private key does not belong to the server certificate.
+    #[error("the private key in {key} does not match the certificate in {cert}")]
+    KeyMismatch {
+        /// The certificate input.
+        cert: Origin,
+        /// The key input.
+        key: Origin,
+    },
+    /// The key is of a type or curve the crypto provider cannot use.
+    #[error("the private key in {origin} cannot be used: {reason}")]
+    UnusableKey {
+        /// The key input.
+        origin: Origin,
+        /// Why.
+        reason: String,
+    },
+    /// A certificate that is not a well-formed X.509 certificate.
+    #[error("{origin}: certificate #{index} is not valid X.509: {reason}")]
+    BadCertificate {
+        /// The input.
+        origin: Origin,
+        /// Position of the certificate in the input, from 1.
+        index: usize,
+        /// The parse error.
+        reason: String,
+    },
+    /// A client trust bundle contains a certificate that is not a CA.
+    #[error(
+        "{origin}: certificate #{index} ({subject}) is not a CA certificate; a client trust bundle must hold CA certificates only"
+    )]
+    NotACa {
+        /// The input.
+        origin: Origin,
+        /// Position in the input, from 1.
+        index: usize,
+        /// Its subject.
+        subject: String,
+    },
+    /// A CRL that cannot be parsed.
+    #[error("{origin}: invalid CRL: {reason}")]
+    BadCrl {
+        /// The input.
+        origin: Origin,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+}

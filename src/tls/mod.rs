@@ -1,0 +1,60 @@
+//! The TLS side: configuration, handshakes, the listener, reloads.
+//!
+//! The entry points are at the crate root — [`MtlsConfig`](crate::MtlsConfig),
+//! [`MtlsAcceptor`](crate::MtlsAcceptor), [`MtlsListener`](crate::MtlsListener) — and this
+//! module holds what they are configured with and report.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tower_mtls::tls::{ClientAuth, RevocationScope, TlsVersions};
+//! use tower_mtls::{MtlsAcceptor, MtlsConfig, MtlsListener};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = MtlsConfig::builder()
+//!     .server_cert_pem_file("server.pem")
+//!     .server_key_pem_file("server-key.pem")
+//!     .client_ca_pem_file("clients-ca.pem")
+//!     .crl_pem_file("clients.crl")
+//!     .client_auth(ClientAuth::Required)              // the default
+//!     .tls_versions(TlsVersions::Tls13Only)
+//!     .revocation_scope(RevocationScope::FullChain)   // the default
+//!     .build()?;
+//! let acceptor = MtlsAcceptor::new(config).handshake_timeout(Duration::from_secs(5));
+//! let listener = MtlsListener::builder(acceptor)
+//!     .max_handshakes_in_flight(256)
+//!     .bind("127.0.0.1:8443")
+//!     .await?;
+//! println!("{:?}", listener.stats());
+//! # Ok(()) }
+//! ```
+//!
+//! Inside: the configuration is read and checked in `config` and `pem`; `trust` holds the
+//! reloadable trust snapshot that both the acceptor and open connections verify against;
+//! `resumption` decides when a resumed session needs its chain verified again;
+//! `accept_loop` runs every handshake in its own task for the listener.
+
+pub(crate) mod accept_loop;
+pub(crate) mod acceptor;
+pub(crate) mod config;
+pub(crate) mod config_error;
+pub(crate) mod handshake_error;
+pub(crate) mod listener;
+pub(crate) mod pem;
+pub(crate) mod provider;
+pub(crate) mod resumption;
+pub(crate) mod stats;
+pub(crate) mod stream;
+pub(crate) mod trust;
+pub(crate) mod verifier;
+pub(crate) mod watch;
+
+pub use accept_loop::Accepted;
+pub use acceptor::DEFAULT_HANDSHAKE_TIMEOUT;
+pub use config::{ClientAuth, MtlsConfigBuilder, RevocationScope, TlsVersions, UnknownRevocation};
+pub use config_error::Origin;
+pub use handshake_error::HandshakeFailure;
+pub use listener::{DEFAULT_MAX_HANDSHAKES_IN_FLIGHT, MtlsListenerBuilder};
+pub use provider::crypto_provider;
+pub use stats::HandshakeStats;
+pub use stream::MtlsStream;
+pub use watch::ReloadWatcher;

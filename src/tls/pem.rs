@@ -1,0 +1,168 @@
+//! Reading the configuration's inputs: PEM files or bytes, checked certificate by certificate so
+//! that an error names the file and the position.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
+
+use crate::identity::name::DistinguishedName;
+use crate::tls::config_error::{ConfigError, Origin};
+
+/// Where an input is read from: a file (read again at every build, so reloads see new
+/// contents) or bytes given in memory.
+#[derive(Clone, Debug)]
+pub(crate) enum Source {
+    File(PathBuf),
+    Pem(&'static str, Vec<u8>),
+}
+
+impl Source {
+    pub(crate) fn origin(&self) -> Origin {
+        match self {
+            Source::File(p) => Origin::File(p.clone()),
+            Source::Pem(what, _) => Origin::Memory(what),
+        }
+    }
+
+    pub(crate) fn read(&self) -> Result<(Origin, Vec<u8>), ConfigError> {
+        match self {
+            Source::File(path) => std::fs::read(path)
+                .map(|bytes| (self.origin(), bytes))
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            Source::Pem(_, bytes) => Ok((self.origin(), bytes.clone())),
+        }
+    }
+}
+
+pub(crate) fn read_certs(
+    origin: &Origin,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConfigError::Pem {
+            origin: origin.clone(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::NoPem {
+            origin: origin.clone(),
+            expected: "CERTIFICATE",
+        });
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        parse_cert(origin, i + 1, cert)?;
+    }
+    Ok(certs)
+}
+
+pub(crate) fn read_key(
+    origin: &Origin,
+    bytes: &[u8],
+) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => ConfigError::NoPem {
+            origin: origin.clone(),
+            expected: "PRIVATE KEY",
+        },
+        source => ConfigError::Pem {
+            origin: origin.clone(),
+            source,
+        },
+    })
+}
+
+pub(crate) fn read_crls(
+    origin: &Origin,
+    bytes: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ConfigError::Pem {
+            origin: origin.clone(),
+            source,
+        })?;
+    if crls.is_empty() {
+        return Err(ConfigError::NoPem {
+            origin: origin.clone(),
+            expected: "X509 CRL",
+        });
+    }
+    Ok(crls)
+}
+
+pub(crate) fn crl_check(
+    origin: &Origin,
+    index: usize,
+    crl: &CertificateRevocationListDer<'_>,
+) -> Result<(), ConfigError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    match CertificateRevocationList::from_der(crl.as_ref()) {
+        Ok(([], _)) => Ok(()),
+        Ok(_) => Err(ConfigError::BadCrl {
+            origin: origin.clone(),
+            reason: format!("CRL #{index} has trailing data"),
+        }),
+        Err(e) => Err(ConfigError::BadCrl {
+            origin: origin.clone(),
+            reason: format!("CRL #{index}: {e}"),
+        }),
+    }
+}
+
+pub(crate) fn parse_cert<'a>(
+    origin: &Origin,
+    index: usize,
+    der: &'a CertificateDer<'_>,
+) -> Result<X509Certificate<'a>, ConfigError> {
+    let bad = |reason: String| ConfigError::BadCertificate {
+        origin: origin.clone(),
+        index,
+        reason,
+    };
+    match X509Certificate::from_der(der.as_ref()) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(bad("trailing data after the certificate".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+pub(crate) fn check_is_ca(
+    origin: &Origin,
+    index: usize,
+    der: &CertificateDer<'_>,
+) -> Result<(), ConfigError> {
+    let cert = parse_cert(origin, index, der)?;
+    if cert.is_ca() {
+        Ok(())
+    } else {
+        Err(ConfigError::NotACa {
+            origin: origin.clone(),
+            index,
+            subject: DistinguishedName::from_x509(cert.subject()).to_string(),
+        })
+    }
+}
+
+pub(crate) fn warn_if_expired(origin: &Origin, chain: &[CertificateDer<'_>]) {
+    let Some(Ok(cert)) = chain.first().map(|leaf| parse_cert(origin, 1, leaf)) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let validity = cert.validity();
+    if validity.not_after.timestamp() < now {
+        tracing::warn!(file = %origin, not_after = %validity.not_after, "the server certificate has expired; clients will refuse it");
+    } else if validity.not_before.timestamp() > now {
+        tracing::warn!(file = %origin, not_before = %validity.not_before, "the server certificate is not valid yet; clients will refuse it");
+    }
+}

@@ -1,0 +1,134 @@
+//! The reloadable trust state: one snapshot (server certificate and key, client verifier,
+//! resumption rules) with a generation number, read by the acceptor for every new handshake
+//! and by [`ConnectionInfo`](crate::ConnectionInfo) to re-verify open connections after a reload.
+//!
+//! Both readers go through [`Snapshot::verify_client_chain`], so a chain is judged the same way
+//! whether it arrives in a handshake, a resumed session or a connection that outlived a reload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::config::MtlsConfig;
+use crate::tls::resumption::ResumedCheck;
+
+/// The trust configuration in force, replaceable atomically.
+pub(crate) struct TrustState {
+    current: ArcSwap<Snapshot>,
+    // Mirrors `current.generation`, so a request can check it with one atomic load.
+    generation: AtomicU64,
+    // Generations must name one configuration each: reloads take turns.
+    reload_lock: Mutex<()>,
+}
+
+/// One trust configuration, immutable once built.
+pub(crate) struct Snapshot {
+    pub(crate) tls: TlsAcceptor,
+    server_config: Arc<ServerConfig>,
+    // Re-verifies resumed sessions and open connections; `None` when resumption is disabled
+    // instead (a rustls config without our verifier).
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub(crate) generation: u64,
+    pub(crate) resumed_check: ResumedCheck,
+}
+
+impl Snapshot {
+    /// Generation 0 of a configuration this crate built.
+    pub(crate) fn from_config(config: MtlsConfig) -> Self {
+        Snapshot {
+            tls: TlsAcceptor::from(config.server_config.clone()),
+            server_config: config.server_config,
+            verifier: Some(config.verifier),
+            generation: 0,
+            resumed_check: config.resumed_check,
+        }
+    }
+
+    /// Generation 0 of a rustls configuration built elsewhere: no verifier of ours.
+    pub(crate) fn without_verifier(server_config: Arc<ServerConfig>) -> Self {
+        Snapshot {
+            tls: TlsAcceptor::from(server_config.clone()),
+            server_config,
+            verifier: None,
+            generation: 0,
+            resumed_check: ResumedCheck::Full,
+        }
+    }
+
+    /// Whether this snapshot can re-verify chains (and so allows resumption).
+    pub(crate) fn has_verifier(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Verifies `chain` (leaf first) as a client chain under this snapshot, now. `None` when
+    /// the snapshot has no verifier to ask.
+    pub(crate) fn verify_client_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Option<Result<(), rustls::Error>> {
+        let verifier = self.verifier.as_ref()?;
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Some(Err(rustls::Error::NoCertificatesPresented));
+        };
+        Some(
+            verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .map(|_| ()),
+        )
+    }
+}
+
+impl TrustState {
+    pub(crate) fn new(snapshot: Snapshot) -> Self {
+        TrustState {
+            generation: AtomicU64::new(snapshot.generation),
+            current: ArcSwap::from_pointee(snapshot),
+            reload_lock: Mutex::new(()),
+        }
+    }
+
+    /// The generation in force: one atomic load.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The snapshot in force, for a short look.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The snapshot in force, to hold for a whole handshake.
+    pub(crate) fn current_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Puts `config` in force as the next generation and returns that generation. The session
+    /// cache and the ticket keys carry over: resumed sessions are re-verified against the new
+    /// snapshot, so a certificate revoked by the reload cannot resume.
+    pub(crate) fn replace(&self, config: MtlsConfig) -> u64 {
+        let _turn = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = self.current.load();
+        let mut server_config = (*config.server_config).clone();
+        server_config.session_storage = old.server_config.session_storage.clone();
+        server_config.ticketer = old.server_config.ticketer.clone();
+        let server_config = Arc::new(server_config);
+        let generation = old.generation + 1;
+        self.current.store(Arc::new(Snapshot {
+            tls: TlsAcceptor::from(server_config.clone()),
+            server_config,
+            verifier: Some(config.verifier),
+            generation,
+            resumed_check: config.resumed_check,
+        }));
+        self.generation.store(generation, Ordering::Release);
+        generation
+    }
+}
