@@ -71,6 +71,7 @@ pub mod axum;
 pub mod config;
 mod connection;
 mod failure;
+pub mod forwarded;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 pub mod layer;
