@@ -1119,3 +1119,13 @@ proptest! {
         parse_any(&[bytes.clone(), bytes], &[]);
     }
 }
+
+#[test]
+fn errors_and_chains_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<ForwardedCertError>();
+    send_sync::<ForwardedChain>();
+    send_sync::<ForwardedCertHeader>();
+    let err: Box<dyn std::error::Error + Send + Sync> = Box::new(one_err(Rfc9440, "x"));
+    assert!(err.to_string().contains("client-cert"));
+}
