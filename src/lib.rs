@@ -85,6 +85,8 @@ pub mod spiffe;
 mod stream;
 #[cfg(feature = "tonic")]
 pub mod tonic;
+#[cfg(feature = "spiffe")]
+pub mod workload_api;
 
 pub use acceptor::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor};
 pub use authorize::{
