@@ -790,3 +790,43 @@ fn malformed_endpoints_are_refused() {
         Ok(Endpoint::Tcp("127.0.0.1:8081".parse().expect("addr")))
     );
 }
+
+#[tokio::test]
+async fn a_silent_agent_is_timed_out_and_retried() {
+    // Accepts connections and never says a word (a hung agent).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            match listener.accept().await {
+                Ok((io, _)) => held.push(io),
+                Err(_) => return,
+            }
+        }
+    });
+    let mut events = fast(Endpoint::Tcp(addr))
+        .first_response_timeout(Duration::from_millis(200))
+        .watch();
+    let why = next_disconnect(&mut events).await;
+    assert!(
+        matches!(why, StreamError::FirstResponseTimeout { timeout } if timeout == Duration::from_millis(200)),
+        "{why:?}"
+    );
+    assert!(matches!(
+        next_event(&mut events).await,
+        WorkloadEvent::Retrying { attempt: 1, .. }
+    ));
+    // And again on the next attempt: the count grows.
+    assert!(matches!(
+        next_disconnect(&mut events).await,
+        StreamError::FirstResponseTimeout { .. }
+    ));
+    assert!(matches!(
+        next_event(&mut events).await,
+        WorkloadEvent::Retrying { attempt: 2, .. }
+    ));
+    server.abort();
+}

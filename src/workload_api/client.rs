@@ -59,18 +59,20 @@ pub struct WorkloadApiClient {
     backoff: Backoff,
     selector: SvidSelector,
     connect_timeout: Duration,
+    first_response_timeout: Duration,
     provider: Arc<CryptoProvider>,
 }
 
 impl WorkloadApiClient {
     /// A client of the agent at `endpoint`, with the default [`Backoff`], the first SVID as the
-    /// server's and a 10 s connect timeout.
+    /// server's, a 10 s connect timeout and a 60 s first-response timeout.
     pub fn new(endpoint: Endpoint) -> Self {
         WorkloadApiClient {
             endpoint,
             backoff: Backoff::default(),
             selector: SvidSelector::First,
             connect_timeout: Duration::from_secs(10),
+            first_response_timeout: Duration::from_secs(60),
             provider: Arc::new(crate::crypto_provider()),
         }
     }
@@ -92,10 +94,20 @@ impl WorkloadApiClient {
         self
     }
 
-    /// How long connecting (socket and HTTP/2 handshake) may take; the wait for the agent's
-    /// first response is not limited, since agents answer only after attesting the workload.
+    /// How long connecting (socket and HTTP/2 handshake) may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a new stream may wait for its first response before the client gives up on it
+    /// and reconnects: without this, an agent that accepts connections but never answers (hung,
+    /// or not an agent) would stall the client silently. Agents answer only after attesting the
+    /// workload, so this must exceed the attestation time: SPIRE's Kubernetes attestor polls the
+    /// kubelet for up to 30 s by default. Once a stream has delivered a response, silence is
+    /// normal (nothing changed) and is not timed.
+    pub fn first_response_timeout(mut self, timeout: Duration) -> Self {
+        self.first_response_timeout = timeout;
         self
     }
 
@@ -168,15 +180,31 @@ impl WorkloadApiClient {
             SECURITY_HEADER,
             tonic::metadata::MetadataValue::from_static("true"),
         );
-        let mut stream = match client.fetch_x509svid(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return Ok(StreamError::from_status(&status)),
+        let deadline = tokio::time::Instant::now() + self.first_response_timeout;
+        let timed_out = StreamError::FirstResponseTimeout {
+            timeout: self.first_response_timeout,
         };
+        let mut stream =
+            match tokio::time::timeout_at(deadline, client.fetch_x509svid(request)).await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) => return Ok(StreamError::from_status(&status)),
+                Err(_) => return Ok(timed_out),
+            };
         send(tx, WorkloadEvent::Connected).await?;
+        let mut first = Some(timed_out);
         // Agents may resend an unchanged response; within one stream it is reported once.
         let mut last_accepted: Option<pb::X509svidResponse> = None;
         loop {
-            let response = match stream.message().await {
+            let next = match first.take() {
+                Some(timed_out) => {
+                    match tokio::time::timeout_at(deadline, stream.message()).await {
+                        Ok(next) => next,
+                        Err(_) => return Ok(timed_out),
+                    }
+                }
+                None => stream.message().await,
+            };
+            let response = match next {
                 Ok(Some(response)) => response,
                 Ok(None) => return Ok(StreamError::Ended),
                 Err(status) => return Ok(StreamError::from_status(&status)),
@@ -337,6 +365,12 @@ pub enum StreamError {
     ConnectTimeout {
         /// The agent's endpoint.
         endpoint: Endpoint,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+    /// The agent did not send a first response within the first-response timeout.
+    #[error("no response from the Workload API within {timeout:?}")]
+    FirstResponseTimeout {
         /// The configured timeout.
         timeout: Duration,
     },

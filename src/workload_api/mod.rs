@@ -52,8 +52,11 @@
 //! Requests carry the `workload.spiffe.io: true` metadata. `PermissionDenied` (no identity for
 //! this workload) and every other failure are retried with backoff; `InvalidArgument` and
 //! `Unimplemented` are not (the specification's rule), they end the stream with
-//! [`WorkloadEvent::GaveUp`]. The client sends no HTTP/2 keep-alive pings: grpc-go servers
-//! (SPIRE) close connections that ping more often than every 5 minutes by default.
+//! [`WorkloadEvent::GaveUp`]. A new stream must deliver its first response within
+//! [`first_response_timeout`](WorkloadApiClient::first_response_timeout) (60 s), or it is
+//! dropped and retried; after that, silence means nothing changed. The client sends no HTTP/2
+//! keep-alive pings: grpc-go servers (SPIRE sets no keepalive policy, so grpc-go's default
+//! applies) close connections that ping more often than every 5 minutes.
 //!
 //! The code generated from `workload.proto` (the X.509 subset) is committed; no `protoc` needed.
 
