@@ -70,6 +70,7 @@
 //! | `axum` | `MtlsListener` as an axum 0.8 `Listener`, extractors | |
 //! | `tonic` | an incoming stream for tonic 0.14, request helpers | |
 //! | `policy` | TOML policy files (serde, toml) | |
+//! | `spiffe` | [`workload_api`]: X509-SVIDs and bundles from the SPIFFE Workload API | |
 //! | `test-util` | [`test_util`] | |
 //!
 //! # Crypto provider
@@ -108,6 +109,9 @@ pub mod tls;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
+#[cfg(feature = "spiffe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spiffe")))]
+pub mod workload_api;
 
 pub use auth::MtlsAuthLayer;
 pub use authorize::authorizer::{

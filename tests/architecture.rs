@@ -325,10 +325,18 @@ fn the_path_finder_skips_comments_and_strings() {
 }
 
 /// Feature gates live in `lib.rs` and in the files whose whole job is one optional
-/// dependency: the stack integrations and the crypto provider.
+/// dependency: the stack integrations, the Workload API client (its test kit is gated too)
+/// and the crypto provider.
 #[test]
 fn feature_gates_only_in_lib_and_integration_files() {
-    const ALLOWED: &[&str] = &["", "hyper", "axum", "tonic", "tls::provider"];
+    const ALLOWED: &[&str] = &[
+        "",
+        "hyper",
+        "axum",
+        "tonic",
+        "workload_api",
+        "tls::provider",
+    ];
     let tree = Tree::load();
     let offenders: Vec<&str> = tree
         .sources
