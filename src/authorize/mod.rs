@@ -44,6 +44,7 @@
 //!   ([`cache`]), and [`Shadow`] to dry-run a policy next to the enforcing one ([`shadow`]).
 
 pub mod cache;
+pub mod canonical;
 pub mod combinators;
 pub mod matchers;
 pub mod policy;
