@@ -296,9 +296,9 @@ proptest! {
             };
             let served = rt.block_on(outcome(serve.clone(), &path, &options));
             if served.status == StatusCode::OK {
-                // The file holds its own name; ServeDir serves `/x/` as the file `x` too.
+                // Each file holds its own name.
                 let file = String::from_utf8(served.body).unwrap();
-                prop_assert_eq!(canonical.strip_suffix('/').unwrap_or(&canonical), file.as_str());
+                prop_assert_eq!(canonical, file);
             }
         }
     }
@@ -403,6 +403,26 @@ async fn diverges_resolving_dot_segments() {
     let (sent, canonical) = both(app(site.path()), "/api/x/../../admin", &options).await;
     assert_eq!(sent.status, StatusCode::NOT_FOUND);
     assert_eq!(body(&canonical), "admin");
+}
+
+/// A trailing slash is kept because both readers tell it apart: ServeDir looks for
+/// `x/index.html`, axum has no `/admin/` route.
+#[tokio::test]
+async fn trailing_slashes_name_other_resources() {
+    let site = site();
+    let serve = ServeDir::new(site.path());
+    assert_eq!(
+        body(&outcome(serve.clone(), "/private/x", &strict()).await),
+        "/private/x"
+    );
+    let served = outcome(serve, "/private/x/", &strict()).await;
+    assert_eq!(served.status, StatusCode::NOT_FOUND);
+    let routed = outcome(app(site.path()), "/admin/", &strict()).await;
+    assert_eq!(routed.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        canonicalize("/private/x/", &strict()).unwrap(),
+        "/private/x/"
+    );
 }
 
 /// The spellings of a denied ServeDir resource: each is refused by default, and under

@@ -55,9 +55,8 @@
 //! - no character that RFC 3986 does not allow in a path, even where `http::Uri` lets it
 //!   through: raw non-ASCII (`é`; clients send `%C3%A9`), `"`, `{`, `}`, `[`, `]`, `^`, `|`.
 //!
-//! A trailing slash is kept: `/admin/` is a different route from `/admin` for axum. (`ServeDir`
-//! serves the file `x` for `/x/` too, so a rule about a file should be a prefix rule, which
-//! covers both.)
+//! A trailing slash is kept: `/admin/` is a different route from `/admin` for axum, and
+//! `ServeDir` answers `/x/` with `x/index.html`, not with the file `x`.
 //!
 //! # Why refuse rather than normalize
 //! The differential tests (`tests/canonical_paths.rs`) send every accepted path to axum and
@@ -647,7 +646,11 @@ fn rewrite(path: &str, options: &PathNormalization) -> String {
 
 fn push_segment(out: &mut String, segment: &str, options: &PathNormalization) {
     let mut at = 0;
-    while let Ok((unit, len)) = unit_at(segment, at) {
+    while at < segment.len() {
+        // `scan` accepted the path, so every unit parses.
+        let Ok((unit, len)) = unit_at(segment, at) else {
+            break;
+        };
         match unit {
             Unit::Escape { byte, .. }
                 if is_unreserved(byte)
