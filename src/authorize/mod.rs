@@ -48,6 +48,7 @@
 
 pub(crate) mod authorizer;
 pub(crate) mod cache;
+pub mod canonical;
 pub(crate) mod error;
 pub(crate) mod matcher;
 pub(crate) mod reason;
