@@ -35,6 +35,7 @@
 
 pub(crate) mod accept_loop;
 pub(crate) mod acceptor;
+pub(crate) mod bundles;
 pub(crate) mod config;
 pub(crate) mod config_error;
 pub(crate) mod handshake_error;
@@ -44,6 +45,7 @@ pub(crate) mod provider;
 pub(crate) mod resumption;
 pub(crate) mod stats;
 pub(crate) mod stream;
+pub(crate) mod svid;
 pub(crate) mod trust;
 pub(crate) mod verifier;
 pub(crate) mod watch;
