@@ -184,7 +184,11 @@ mod tests {
 
     #[test]
     fn broken_svids_are_refused() {
-        type Case = (&'static [&'static str], fn(&mut CertificateParams), &'static str);
+        type Case = (
+            &'static [&'static str],
+            fn(&mut CertificateParams),
+            &'static str,
+        );
         let cases: [Case; 8] = [
             (
                 &["spiffe://example.org/a", "spiffe://example.org/b"],
