@@ -388,7 +388,10 @@ async fn tonic_server_spiffe_bundles() {
     let web = td.ours.svid("spiffe://example.org/web");
     let reply = health(&web).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.headers["content-type"], "application/grpc", "{reply:?}");
+    assert_eq!(
+        reply.headers["content-type"], "application/grpc",
+        "{reply:?}"
+    );
     // Trailers-only means a refusal (grpc-status in the headers); a served call has a body.
     assert!(!reply.headers.contains_key("grpc-status"), "{reply:?}");
     assert!(!reply.body.is_empty(), "{reply:?}");

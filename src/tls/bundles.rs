@@ -120,47 +120,15 @@ impl TrustBundles {
             crls,
             revocation,
         } = inputs;
-        let mut all_anchors = Vec::new();
-        let ca =
-            if ca.is_empty() {
-                None
-            } else {
-                let mut names = Vec::with_capacity(ca.len());
-                let mut anchors = Vec::new();
-                let mut owners = Vec::new();
-                for (owner, (name, bundle_anchors)) in ca.into_iter().enumerate() {
-                    for anchor in bundle_anchors {
-                        // The same CA in two bundles would make "which bundle" a coin toss.
-                        if let Some(first) = anchors.iter().zip(&owners).find_map(|(a, o)| {
-                            (*o != owner && same_anchor(a, &anchor)).then_some(*o)
-                        }) {
-                            return Err(ConfigError::CaInTwoBundles {
-                                first: names
-                                    .get(first)
-                                    .map(ToString::to_string)
-                                    .unwrap_or_default(),
-                                second: name.to_string(),
-                            });
-                        }
-                        anchors.push(anchor);
-                        owners.push(owner);
-                    }
-                    names.push(name);
-                }
-                let verifier = webpki_verifier(anchors.clone(), &crls, revocation, provider)?;
-                let subjects = RootCertStore {
-                    roots: anchors.clone(),
-                }
-                .subjects();
-                all_anchors.extend(anchors.iter().cloned());
-                Some(CaBundles {
-                    verifier,
-                    names,
-                    anchors,
-                    subjects,
-                    owners,
-                })
-            };
+        let ca = if ca.is_empty() {
+            None
+        } else {
+            Some(CaBundles::build(ca, &crls, revocation, provider)?)
+        };
+        let mut all_anchors: Vec<TrustAnchor<'static>> = ca
+            .iter()
+            .flat_map(|ca| ca.anchors.iter().cloned())
+            .collect();
         spiffe.sort_by(|a, b| a.0.cmp(&b.0));
         let mut spiffe_bundles = Vec::with_capacity(spiffe.len());
         for (trust_domain, anchors) in spiffe {
@@ -372,6 +340,52 @@ impl TrustBundles {
             all.extend(self.intermediates.iter().cloned());
             Cow::Owned(all)
         }
+    }
+}
+
+impl CaBundles {
+    /// The bundles `ca`, in order, with one verifier over all their anchors.
+    fn build(
+        ca: Vec<(TrustBundle, Vec<TrustAnchor<'static>>)>,
+        crls: &[CertificateRevocationListDer<'static>],
+        revocation: RevocationRules,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, ConfigError> {
+        let mut names: Vec<TrustBundle> = Vec::with_capacity(ca.len());
+        let mut anchors: Vec<TrustAnchor<'static>> = Vec::new();
+        let mut owners = Vec::new();
+        for (owner, (name, bundle_anchors)) in ca.into_iter().enumerate() {
+            for anchor in bundle_anchors {
+                // The same CA in two bundles would make "which bundle" a coin toss.
+                let elsewhere = anchors
+                    .iter()
+                    .zip(&owners)
+                    .find(|(known, o)| **o != owner && same_anchor(known, &anchor));
+                if let Some((_, first)) = elsewhere {
+                    return Err(ConfigError::CaInTwoBundles {
+                        first: names
+                            .get(*first)
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        second: name.to_string(),
+                    });
+                }
+                anchors.push(anchor);
+                owners.push(owner);
+            }
+            names.push(name);
+        }
+        let subjects = RootCertStore {
+            roots: anchors.clone(),
+        }
+        .subjects();
+        Ok(CaBundles {
+            verifier: webpki_verifier(anchors.clone(), crls, revocation, provider)?,
+            names,
+            anchors,
+            subjects,
+            owners,
+        })
     }
 }
 
