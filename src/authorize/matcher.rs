@@ -102,6 +102,11 @@ impl Matcher {
     }
 
     /// The SPIFFE ID is in `trust_domain` (go-spiffe `AuthorizeMemberOf`).
+    ///
+    /// A SPIFFE ID is bound to its trust domain's bundle only when the server has SPIFFE
+    /// bundles configured ([`spiffe_bundle`](crate::tls::MtlsConfigBuilder::spiffe_bundle));
+    /// with client CA bundles alone, any of their CAs can issue any SPIFFE ID, and a rule
+    /// should say which bundle it trusts for it ([`trust_bundle`](Self::trust_bundle)).
     pub fn spiffe_member_of(trust_domain: &str) -> Result<Self, MatcherError> {
         validate_trust_domain(trust_domain).map_err(|error| MatcherError::TrustDomain {
             value: trust_domain.to_owned(),
