@@ -575,3 +575,74 @@ fn bundle_configurations_that_cannot_mean_one_thing_are_refused() {
         .build()
         .unwrap();
 }
+
+/// What a Workload API source does with each update: DER material in, an atomic reload out.
+#[tokio::test]
+async fn a_snapshot_from_der_material_reloads_like_one_from_files() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+
+    let d = Domains::new();
+    let web = d.ours.svid("spiffe://example.org/web");
+    let billing = d.partner.svid("spiffe://partner.example/billing");
+    let (acceptor, addr) =
+        serve(server_only(&d.setup).spiffe_bundle("example.org", d.ours.pem())).await;
+    refused(
+        &acceptor,
+        addr,
+        &d.setup,
+        &billing,
+        HandshakeFailure::UnknownTrustDomain,
+    )
+    .await;
+
+    let der_crl =
+        |pem: String| CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let from_der = |crls: Vec<CertificateRevocationListDer<'static>>| {
+        MtlsConfig::builder()
+            .server_cert_der(d.setup.server.chain.clone())
+            .server_key_der(d.setup.server.key())
+            .spiffe_bundle_der("example.org", vec![d.ours.der().clone()])
+            .spiffe_bundle_der("partner.example", vec![d.partner.der().clone()])
+            .crl_der(crls)
+    };
+    acceptor
+        .reload_from(&from_der(vec![
+            der_crl(d.ours.crl(&[&web])),
+            der_crl(d.partner.crl(&[])),
+        ]))
+        .unwrap();
+    let me = whoami_as(addr, &d.setup, &billing)
+        .await
+        .expect("federated now");
+    assert_eq!(me["trust_bundle"], "partner.example");
+    refused(&acceptor, addr, &d.setup, &web, HandshakeFailure::Revoked).await;
+    // No CRLs this time: nothing is revoked.
+    acceptor.reload_from(&from_der(Vec::new())).unwrap();
+    assert!(whoami_as(addr, &d.setup, &web).await.is_some());
+
+    // Bad material is refused, and the snapshot in force stays.
+    let empty = from_der(Vec::new()).spiffe_bundle_der("other.example", Vec::new());
+    assert!(acceptor.reload_from(&empty).is_err());
+    let junk = from_der(Vec::new()).spiffe_bundle_der(
+        "other.example",
+        vec![CertificateDer::from(vec![0x30, 0x00])],
+    );
+    assert!(
+        acceptor
+            .reload_from(&junk)
+            .unwrap_err()
+            .to_string()
+            .contains("SPIFFE bundle")
+    );
+    let leaf_as_ca = from_der(Vec::new()).spiffe_bundle_der("other.example", web.chain.clone());
+    assert!(
+        acceptor
+            .reload_from(&leaf_as_ca)
+            .unwrap_err()
+            .to_string()
+            .contains("not a CA")
+    );
+    assert_eq!(acceptor.generation(), 2);
+    assert!(whoami_as(addr, &d.setup, &billing).await.is_some());
+}

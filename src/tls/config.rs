@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::pki_types::{CertificateDer, TrustAnchor};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, TrustAnchor};
 use rustls::server::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use x509_parser::certificate::X509Certificate;
@@ -14,9 +14,7 @@ use crate::identity::spiffe_id::validate_trust_domain;
 use crate::identity::trust_bundle::{TrustBundle, validate_bundle_name};
 use crate::tls::bundles::{BundleInputs, RevocationRules, TrustBundles};
 use crate::tls::config_error::ConfigError;
-use crate::tls::pem::{
-    Source, check_is_ca, crl_check, read_certs, read_crls, read_key, warn_if_expired,
-};
+use crate::tls::pem::{Der, Source, check_is_ca, warn_if_expired};
 use crate::tls::provider::crypto_provider;
 use crate::tls::resumption::ResumedCheck;
 use crate::tls::verifier::BundleVerifier;
@@ -150,6 +148,19 @@ impl MtlsConfigBuilder {
         self
     }
 
+    /// The server certificate chain (leaf first) as DER certificates, e.g. an X509-SVID from
+    /// the SPIFFE Workload API.
+    pub fn server_cert_der(mut self, chain: Vec<CertificateDer<'static>>) -> Self {
+        self.server_cert = Some(Source::Der("server certificate", Der::Certs(chain)));
+        self
+    }
+
+    /// The server private key as DER (PKCS#8, SEC1 or PKCS#1), e.g. an SVID's key.
+    pub fn server_key_der(mut self, key: PrivateKeyDer<'static>) -> Self {
+        self.server_key = Some(Source::Der("server key", Der::Key(Arc::new(key))));
+        self
+    }
+
     /// The server private key (PKCS#8, SEC1 or PKCS#1), from a PEM file.
     pub fn server_key_pem_file(mut self, path: impl AsRef<Path>) -> Self {
         self.server_key = Some(Source::File(path.as_ref().to_owned()));
@@ -248,6 +259,20 @@ impl MtlsConfigBuilder {
         self
     }
 
+    /// A SPIFFE trust domain's X.509 bundle as DER certificates (what the Workload API
+    /// delivers); see [`spiffe_bundle`](Self::spiffe_bundle).
+    pub fn spiffe_bundle_der(
+        mut self,
+        trust_domain: &str,
+        certs: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        self.spiffe_bundles.push((
+            trust_domain.to_owned(),
+            Source::Der("SPIFFE bundle", Der::Certs(certs)),
+        ));
+        self
+    }
+
     /// A SPIFFE trust domain's X.509 bundle from a PEM file; see
     /// [`spiffe_bundle`](Self::spiffe_bundle).
     pub fn spiffe_bundle_file(mut self, trust_domain: &str, path: impl AsRef<Path>) -> Self {
@@ -286,7 +311,7 @@ impl MtlsConfigBuilder {
             .chain(&self.crls)
             .filter_map(|source| match source {
                 Source::File(path) => Some(path.clone()),
-                Source::Pem(..) => None,
+                Source::Pem(..) | Source::Der(..) => None,
             })
             .collect()
     }
@@ -294,6 +319,15 @@ impl MtlsConfigBuilder {
     /// A file of one or more PEM CRLs. Call again to add more files.
     pub fn crl_pem_file(mut self, path: impl AsRef<Path>) -> Self {
         self.crls.push(Source::File(path.as_ref().to_owned()));
+        self
+    }
+
+    /// CRLs as DER (what the Workload API delivers). Call again to add more; an empty list
+    /// adds none.
+    pub fn crl_der(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        if !crls.is_empty() {
+            self.crls.push(Source::Der("CRL", Der::Crls(crls)));
+        }
         self
     }
 
@@ -355,11 +389,9 @@ impl MtlsConfigBuilder {
             return Err(ConfigError::Missing("client CA bundle"));
         }
 
-        let (cert_origin, cert_pem) = cert_source.read()?;
-        let chain = read_certs(&cert_origin, &cert_pem)?;
+        let (cert_origin, chain) = cert_source.certs()?;
         warn_if_expired(&cert_origin, &chain);
-        let (key_origin, key_pem) = key_source.read()?;
-        let key = read_key(&key_origin, &key_pem)?;
+        let (key_origin, key) = key_source.key()?;
 
         let mut ca: Vec<(TrustBundle, Vec<TrustAnchor<'static>>)> = Vec::new();
         for (name, source) in &self.client_cas {
@@ -399,8 +431,7 @@ impl MtlsConfigBuilder {
 
         let mut intermediates = Vec::new();
         for source in &self.intermediates {
-            let (origin, bytes) = source.read()?;
-            let certs = read_certs(&origin, &bytes)?;
+            let (origin, certs) = source.certs()?;
             for (i, ca) in certs.iter().enumerate() {
                 check_is_ca(&origin, i + 1, ca)?;
             }
@@ -411,14 +442,7 @@ impl MtlsConfigBuilder {
 
         let mut crls = Vec::new();
         for source in &self.crls {
-            let (origin, bytes) = source.read()?;
-            let found = read_crls(&origin, &bytes)?;
-            for (i, crl) in found.iter().enumerate() {
-                // rustls only reports "invalid CRL" for the whole set; parse each one here
-                // so the error names the file.
-                crl_check(&origin, i + 1, crl)?;
-            }
-            crls.extend(found);
+            crls.extend(source.crls()?.1);
         }
 
         let bundles = TrustBundles::build(
@@ -476,8 +500,7 @@ impl MtlsConfigBuilder {
 
 /// The trust anchors of the CA certificates in `source`, each checked to be a CA.
 fn read_anchors(source: &Source) -> Result<Vec<TrustAnchor<'static>>, ConfigError> {
-    let (origin, bytes) = source.read()?;
-    let certs = read_certs(&origin, &bytes)?;
+    let (origin, certs) = source.certs()?;
     let mut anchors = Vec::with_capacity(certs.len());
     for (i, ca) in certs.iter().enumerate() {
         check_is_ca(&origin, i + 1, ca)?;
