@@ -1,5 +1,6 @@
-//! criterion micro benches: principal extraction, per-request cost of the layer, and an
-//! in-memory mTLS handshake with and without principal extraction.
+//! criterion micro benches: principal extraction, per-request cost of the layer, an in-memory
+//! mTLS handshake with and without principal extraction, and what several trust bundles add
+//! to verification and to a handshake.
 //!
 //! ```text
 //! cargo bench --all-features --bench micro
@@ -18,10 +19,11 @@ use tower::util::MapRequestLayer;
 use tower_http::add_extension::AddExtension;
 use tower_layer::Layer;
 use tower_mtls::{
-    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, Principal, authorize_fn,
+    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, Principal,
+    authorize_fn,
 };
 
-use support::Pki;
+use support::{Pki, pki};
 
 fn principal_extraction(c: &mut Criterion) {
     let mut group = c.benchmark_group("principal_extraction");
@@ -146,6 +148,111 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same P-256 client chain (leaf + intermediate) under four trust configurations: one
+/// bundle (today's cost), four named bundles with the client's last (the issuer names settle
+/// which bundle), two bundles whose roots share the client root's subject (path building
+/// settles it), and two SPIFFE trust domains with an SVID of the same shape.
+fn trust_bundles(c: &mut Criterion) {
+    let pki = Pki::p256();
+    let others: Vec<pki::Ca> = (0..3)
+        .map(|i| pki::Ca::root(&format!("other root {i}")))
+        .collect();
+    let lookalike = pki::Ca::root("bench root CA");
+    let svid = pki
+        .intermediate
+        .svid("spiffe://example.org/bench")
+        .with_intermediate(&pki.intermediate);
+    let base = || {
+        MtlsConfig::builder()
+            .server_cert_pem(pki.server.chain_pem())
+            .server_key_pem(pki.server.key_pem.clone())
+    };
+    let named = others
+        .iter()
+        .enumerate()
+        .fold(base(), |b, (i, ca)| {
+            b.client_ca_bundle(&format!("other-{i}"), ca.pem())
+        })
+        .client_ca_bundle("corp", pki.root.pem());
+    let variants = [
+        (
+            "one_bundle",
+            base().client_ca_pem(pki.root.pem()),
+            &pki.client,
+        ),
+        ("four_named_bundles", named, &pki.client),
+        (
+            "two_bundles_same_root_subject",
+            base()
+                .client_ca_bundle("lookalike", lookalike.pem())
+                .client_ca_bundle("corp", pki.root.pem()),
+            &pki.client,
+        ),
+        (
+            "spiffe_two_trust_domains",
+            base()
+                .spiffe_bundle("example.org", pki.root.pem())
+                .spiffe_bundle("other.example", others[0].pem()),
+            &svid,
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut verify = c.benchmark_group("trust_bundles_verify_chain");
+    // The reference: rustls's own verifier over the one root, what a single bundle used before.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.root.der().clone()).expect("root");
+    let webpki = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(tower_mtls::tls::crypto_provider()),
+    )
+    .build()
+    .expect("verifier");
+    let (leaf, intermediates) = pki.client.chain.split_first().expect("chain");
+    let now = rustls::pki_types::UnixTime::now();
+    verify.bench_function("rustls_webpki_client_verifier", |b| {
+        b.iter(|| webpki.verify_client_cert(black_box(leaf), intermediates, now))
+    });
+    for (name, builder, client) in &variants {
+        let verifier = builder
+            .build()
+            .expect("config")
+            .client_cert_verifier()
+            .clone();
+        let (leaf, intermediates) = client.chain.split_first().expect("chain");
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_client_cert(leaf, intermediates, now)
+            .expect("verifies");
+        verify.bench_function(*name, |b| {
+            b.iter(|| verifier.verify_client_cert(black_box(leaf), intermediates, now))
+        });
+    }
+    verify.finish();
+
+    let mut handshake = c.benchmark_group("trust_bundles_handshake_in_memory");
+    for (name, builder, client) in &variants {
+        let acceptor = MtlsAcceptor::new(builder.build().expect("config"));
+        let mut config = (*support::client::client_config(
+            pki.root.der(),
+            Some((client.chain.clone(), client.key())),
+            &[b"http/1.1"],
+        ))
+        .clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = std::sync::Arc::new(config);
+        let ((_, info), _) = rt.block_on(support::mtls_duplex(&acceptor, config.clone()));
+        assert!(info.principal().is_some(), "{name}");
+        handshake.bench_function(*name, |b| {
+            b.iter(|| rt.block_on(support::mtls_duplex(&acceptor, config.clone())))
+        });
+    }
+    handshake.finish();
+}
+
 fn config() -> Criterion {
     // A shared two-core machine: shorter runs, more of them, beat one long noisy one.
     Criterion::default()
@@ -156,6 +263,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = principal_extraction, per_request, handshake
+    targets = principal_extraction, per_request, handshake, trust_bundles
 }
 criterion_main!(benches);

@@ -39,7 +39,9 @@
 //!
 //! `spiffe_id`, `spiffe_trust_domain`, `spiffe_path_prefix`, `dns` (exact or `*.suffix`), `uri`,
 //! `email`, `ip`, `cn`, `o`, `ou`, `issuer` (RFC 4514), `fingerprint_sha256`, `spki_sha256`
-//! (hex, colons allowed), `serial` (hex), `role` — see [`Matcher`] for each one's semantics.
+//! (hex, colons allowed), `serial` (hex), `role`, `trust_bundle` (the name of the bundle that
+//! verified the chain: a named client CA bundle or a SPIFFE trust domain) — see [`Matcher`]
+//! for each one's semantics.
 //!
 //! Every rule is checked, and every problem found is reported, with the rule's index and name
 //! and the field ([`PolicyError::problems`]). Empty lists are errors: an empty `any` would
@@ -320,6 +322,7 @@ struct PrincipalDoc {
     spki_sha256: Option<Strings>,
     serial: Option<Strings>,
     role: Option<Strings>,
+    trust_bundle: Option<Strings>,
     any: Option<Vec<PrincipalDoc>>,
     all: Option<Vec<PrincipalDoc>>,
     not: Option<Box<PrincipalDoc>>,
@@ -463,7 +466,7 @@ impl Compiler {
 
     fn principal(&mut self, doc: &PrincipalDoc, at: &str) -> Option<Matcher> {
         let before = self.problems.len();
-        let leaves: [(&str, &Option<Strings>, Leaf); 14] = [
+        let leaves: [(&str, &Option<Strings>, Leaf); 15] = [
             (
                 "spiffe_trust_domain",
                 &doc.spiffe_trust_domain,
@@ -494,6 +497,7 @@ impl Compiler {
             }),
             ("serial", &doc.serial, Matcher::serial),
             ("role", &doc.role, |v| Ok(Matcher::role(v))),
+            ("trust_bundle", &doc.trust_bundle, Matcher::trust_bundle),
         ];
         let mut parts = Vec::new();
         if doc.spiffe_id.is_some() {
@@ -557,6 +561,7 @@ fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
 mod tests {
     use super::*;
     use crate::identity::roles::Roles;
+    use crate::identity::trust_bundle::TrustBundle;
     use crate::testing::{CertSpec, principal};
 
     fn problems(toml_text: &str) -> Vec<PolicyProblem> {
@@ -622,6 +627,58 @@ mod tests {
         );
         let d = rules.decide(&bob, &none, &get, "/admin");
         assert!(!d.is_allowed());
+    }
+
+    #[test]
+    fn trust_bundle_key() {
+        let rules = RuleSet::from_toml_str(
+            r#"
+            [[rule]]
+            name = "corp admins"
+            action = "allow"
+            principal = { trust_bundle = "corp", ou = "admins" }
+
+            [[rule]]
+            name = "workloads"
+            action = "allow"
+            principal.trust_bundle = ["example.org", "partner.example"]
+            "#,
+        )
+        .unwrap();
+        let admin_of = |bundle| {
+            principal(CertSpec {
+                ous: vec!["admins"],
+                bundle,
+                ..CertSpec::default()
+            })
+        };
+        let none = Roles::none();
+        let get = Method::GET;
+        let corp = admin_of(TrustBundle::Named("corp".into()));
+        let partner = admin_of(TrustBundle::Named("partner".into()));
+        let federated = admin_of(TrustBundle::SpiffeTrustDomain("partner.example".into()));
+        assert!(rules.decide(&corp, &none, &get, "/").is_allowed());
+        assert!(!rules.decide(&partner, &none, &get, "/").is_allowed());
+        assert!(rules.decide(&federated, &none, &get, "/").is_allowed());
+        assert!(
+            !rules
+                .decide(&admin_of(TrustBundle::Unnamed), &none, &get, "/")
+                .is_allowed()
+        );
+
+        let p = only(
+            r#"
+            [[rule]]
+            name = "a"
+            action = "allow"
+            principal.trust_bundle = "two words"
+            "#,
+        );
+        assert_eq!(p.field.as_deref(), Some("principal.trust_bundle"));
+        assert!(matches!(
+            p.kind,
+            PolicyErrorKind::Invalid(MatcherError::TrustBundle { .. })
+        ));
     }
 
     #[test]

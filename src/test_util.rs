@@ -59,6 +59,7 @@ use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
 use crate::identity::connection::{ConnectionInfo, Facts};
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
+use crate::identity::trust_bundle::TrustBundle;
 
 /// The peer address of test connections: `127.0.0.1:0` unless set.
 const TEST_PEER: SocketAddr =
@@ -77,15 +78,36 @@ pub enum TestCertificateError {
 }
 
 /// A principal from a PEM chain, leaf first (any further certificates are its chain). **Not
-/// verified**: for tests only.
+/// verified**: for tests only. Its [trust bundle](Principal::trust_bundle) is the unnamed one.
 pub fn principal_from_pem(pem: impl AsRef<[u8]>) -> Result<Principal, TestCertificateError> {
+    principal_from_pem_in_bundle(pem, TrustBundle::Unnamed)
+}
+
+/// A principal from a PEM chain as if `bundle` had verified it, for authorizers that look at
+/// [`Principal::trust_bundle`]. **Not verified**: for tests only.
+///
+/// ```
+/// use tower_mtls::authorize::Matcher;
+/// use tower_mtls::identity::{Roles, TrustBundle};
+/// use tower_mtls::test_util::principal_from_pem_in_bundle;
+///
+/// # let key = rcgen::KeyPair::generate().unwrap();
+/// # let pem = rcgen::CertificateParams::default().self_signed(&key).unwrap().pem();
+/// let partner = principal_from_pem_in_bundle(&pem, TrustBundle::Named("partner".into()))?;
+/// assert!(Matcher::trust_bundle("partner")?.matches(&partner, &Roles::none()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn principal_from_pem_in_bundle(
+    pem: impl AsRef<[u8]>,
+    bundle: TrustBundle,
+) -> Result<Principal, TestCertificateError> {
     let chain = CertificateDer::pem_slice_iter(pem.as_ref())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TestCertificateError::Pem(e.to_string()))?;
     if chain.is_empty() {
         return Err(TestCertificateError::Pem("no CERTIFICATE block".into()));
     }
-    Ok(principal_from_der(&chain)?)
+    Ok(Principal::from_chain_verified_by(&chain, bundle)?)
 }
 
 /// A principal from DER certificates, leaf first. **Not verified**: for tests only.

@@ -5,10 +5,10 @@
 use std::net::IpAddr;
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
-use rustls::pki_types::CertificateDer;
 
 use crate::identity::principal::Principal;
-use crate::test_util::{TestRequest, principal_from_der};
+use crate::identity::trust_bundle::TrustBundle;
+use crate::test_util::{TestRequest, principal_from_pem_in_bundle};
 
 #[derive(Default)]
 pub(crate) struct CertSpec {
@@ -20,6 +20,8 @@ pub(crate) struct CertSpec {
     pub emails: Vec<&'static str>,
     pub ips: Vec<IpAddr>,
     pub not_after: Option<time::OffsetDateTime>,
+    /// The bundle the principal says verified it (default: unnamed).
+    pub bundle: TrustBundle,
 }
 
 pub(crate) fn principal(spec: CertSpec) -> Principal {
@@ -62,8 +64,7 @@ pub(crate) fn principal(spec: CertSpec) -> Principal {
     }
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
-    let der: CertificateDer<'static> = cert.der().clone();
-    principal_from_der(&[der]).unwrap()
+    principal_from_pem_in_bundle(cert.pem(), spec.bundle).unwrap()
 }
 
 /// One default principal for the whole test run (minting a key per proptest case is slow).

@@ -93,6 +93,54 @@ fn unreadable_crl_exits_2_naming_the_file() {
     }
 }
 
+#[test]
+fn malformed_spiffe_bundles_exit_2() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::write(&bundle, setup.ca.pem()).unwrap();
+    let mut files = files(&setup, &dir);
+    files.truncate(4); // --cert, --key: no --client-ca
+    let bundle = bundle.display().to_string();
+    let malformed = [
+        "example.org".to_owned(),
+        format!("Example.org={bundle}"),
+        format!("={bundle}"),
+        "example.org=".to_owned(),
+        format!("spiffe://example.org={bundle}"),
+        format!("example.org/ns={bundle}"),
+    ];
+    for name in ["axum_server", "hyper_server", "tonic_server"] {
+        for value in &malformed {
+            let mut args = files.clone();
+            args.extend(["--spiffe-bundle".into(), value.clone()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, stderr) = run_to_exit(name, &args);
+            assert_eq!(code, 2, "{name} {value:?}: {stderr}");
+            assert!(
+                stderr.contains("--spiffe-bundle"),
+                "{name} {value:?}: {stderr}"
+            );
+        }
+        let mut args = files.clone();
+        args.extend([
+            "--spiffe-bundle".into(),
+            "example.org=/nonexistent/bundle.pem".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = run_to_exit(name, &args);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(
+            stderr.contains("/nonexistent/bundle.pem"),
+            "{name}: {stderr}"
+        );
+        // Not without --cert (the development PKI has no SPIFFE trust domain).
+        let (code, stderr) =
+            run_to_exit(name, &["--spiffe-bundle", &format!("example.org={bundle}")]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+    }
+}
+
 /// A running example server, killed on drop.
 struct Server {
     child: Child,
@@ -211,6 +259,144 @@ async fn hyper_server_contract() {
 #[tokio::test]
 async fn axum_server_contract() {
     http_contract("axum_server").await;
+}
+
+/// Two SPIFFE trust domains (example.org and the federated partner.example), each with its
+/// bundle file, plus the flags of a server that trusts both and no --client-ca.
+struct TrustDomains {
+    setup: Setup,
+    ours: common::pki::Ca,
+    partner: common::pki::Ca,
+    args: Vec<String>,
+}
+
+impl TrustDomains {
+    fn new(dir: &tempfile::TempDir) -> Self {
+        let setup = Setup::new();
+        let ours = common::pki::Ca::root("example.org CA");
+        let partner = common::pki::Ca::root("partner.example CA");
+        let mut args = files(&setup, dir);
+        args.truncate(4); // --cert, --key
+        for (td, ca) in [("example.org", &ours), ("partner.example", &partner)] {
+            let path = dir.path().join(format!("{td}.bundle.pem"));
+            std::fs::write(&path, ca.pem()).unwrap();
+            args.extend(["--spiffe-bundle".into(), format!("{td}={}", path.display())]);
+        }
+        TrustDomains {
+            setup,
+            ours,
+            partner,
+            args,
+        }
+    }
+}
+
+async fn spiffe_contract(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let td = TrustDomains::new(&dir);
+    let mut args = td.args.clone();
+    args.extend(["--admin-spiffe".into(), "spiffe://example.org/admin".into()]);
+    let server = start(name, &args);
+    let get = |id: &common::pki::Identity, path: &'static str| {
+        let config = td.setup.client(Some(id));
+        let addr = server.addr;
+        async move { client::get_once(addr, config, path).await }
+    };
+
+    let admin = td.ours.svid("spiffe://example.org/admin");
+    let me = get(&admin, "/whoami").await.unwrap();
+    assert_eq!(me.status, StatusCode::OK, "{name}");
+    assert_eq!(json(&me)["trust_bundle"], "example.org");
+    assert_eq!(json(&me)["spiffe_id"], "spiffe://example.org/admin");
+    assert_eq!(get(&admin, "/admin").await.unwrap().status, StatusCode::OK);
+
+    let billing = td.partner.svid("spiffe://partner.example/billing");
+    let me = get(&billing, "/whoami").await.unwrap();
+    assert_eq!(json(&me)["trust_bundle"], "partner.example");
+    assert_eq!(
+        get(&billing, "/admin").await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Hostile certificates get no HTTP answer at all: the partner's CA claiming our admin,
+    // an SVID with two URI SANs, a trust domain without a bundle, no SPIFFE ID.
+    let mut two_uris = common::pki::svid_params("spiffe://example.org/admin");
+    two_uris.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://example.org/other".try_into().unwrap(),
+    ));
+    let hostile = [
+        td.partner.svid("spiffe://example.org/admin"),
+        td.ours.issue(two_uris),
+        td.ours.svid("spiffe://elsewhere.example/admin"),
+        td.ours.client("alice", &["admins"]),
+    ];
+    for (i, id) in hostile.iter().enumerate() {
+        let reply = get(id, "/healthz").await;
+        assert!(reply.is_err(), "{name}: hostile #{i} got {reply:?}");
+    }
+
+    // With a --client-ca as well, certificates without a SPIFFE ID come in through it.
+    let mut args = td.args.clone();
+    args.extend(files(&td.setup, &dir).split_off(4)); // --client-ca
+    let server = start(name, &args);
+    let alice = td.setup.ca.client("alice", &["admins"]);
+    let me = client::get_once(server.addr, td.setup.client(Some(&alice)), "/whoami")
+        .await
+        .unwrap();
+    assert_eq!(me.status, StatusCode::OK, "{name}");
+    assert_eq!(json(&me)["trust_bundle"], serde_json::Value::Null);
+    let forged = td.setup.ca.svid("spiffe://example.org/admin");
+    assert!(
+        client::get_once(server.addr, td.setup.client(Some(&forged)), "/whoami")
+            .await
+            .is_err(),
+        "{name}: the client CA issued a SPIFFE ID"
+    );
+}
+
+#[tokio::test]
+async fn hyper_server_spiffe_bundles() {
+    spiffe_contract("hyper_server").await;
+}
+
+#[tokio::test]
+async fn axum_server_spiffe_bundles() {
+    spiffe_contract("axum_server").await;
+}
+
+#[tokio::test]
+async fn tonic_server_spiffe_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let td = TrustDomains::new(&dir);
+    let server = start("tonic_server", &td.args);
+    let health = |id: &common::pki::Identity| {
+        let config = td.setup.client(Some(id));
+        let addr = server.addr;
+        async move {
+            let mut h2 = client::http2(addr, config).await?;
+            let request = http::Request::post("/grpc.health.v1.Health/Check")
+                .header("host", "localhost")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                    0, 0, 0, 0, 0,
+                ])))
+                .unwrap();
+            client::send2(&mut h2, request).await
+        }
+    };
+    let web = td.ours.svid("spiffe://example.org/web");
+    let reply = health(&web).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers["content-type"], "application/grpc",
+        "{reply:?}"
+    );
+    // Trailers-only means a refusal (grpc-status in the headers); a served call has a body.
+    assert!(!reply.headers.contains_key("grpc-status"), "{reply:?}");
+    assert!(!reply.body.is_empty(), "{reply:?}");
+    let forged = td.partner.svid("spiffe://example.org/web");
+    assert!(health(&forged).await.is_err());
 }
 
 #[tokio::test]

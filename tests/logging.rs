@@ -79,3 +79,50 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
         "key material in the logs"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn spiffe_refusals_are_logged_once_each_with_their_cause() {
+    let logs = common::LogCapture::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+
+    let setup = Setup::new();
+    let ours = common::pki::Ca::root("example.org CA");
+    let config = tower_mtls::MtlsConfig::builder()
+        .server_cert_pem(setup.server.chain_pem())
+        .server_key_pem(setup.server.key_pem.clone())
+        .spiffe_bundle("example.org", ours.pem())
+        .build()
+        .unwrap();
+    let acceptor = MtlsAcceptor::new(config);
+    let addr = common::start_whoami(acceptor.clone()).await;
+    let mut two_uris = common::pki::svid_params("spiffe://example.org/a");
+    two_uris.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://example.org/b".try_into().unwrap(),
+    ));
+    let refused = [
+        (
+            ours.svid("spiffe://elsewhere.example/x"),
+            HandshakeFailure::UnknownTrustDomain,
+        ),
+        (ours.issue(two_uris), HandshakeFailure::InvalidSvid),
+        (ours.client("alice", &[]), HandshakeFailure::NoSpiffeId),
+    ];
+    for (who, cause) in &refused {
+        assert!(
+            client::get_once(addr, setup.client(Some(who)), "/")
+                .await
+                .is_err()
+        );
+        expect_rejected(&acceptor, *cause).await;
+    }
+
+    let failed = logs.lines("TLS handshake failed");
+    assert_eq!(failed.len(), 3, "{failed:#?}");
+    for (line, (_, cause)) in failed.iter().zip(&refused) {
+        let cause = format!("cause={cause}");
+        assert!(line.contains(&cause), "missing {cause:?} in {line}");
+        assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    }
+    assert!(failed[0].contains("\"elsewhere.example\""), "{}", failed[0]);
+    assert!(failed[1].contains("more than one URI SAN"), "{}", failed[1]);
+}

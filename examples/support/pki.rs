@@ -114,6 +114,15 @@ pub fn client_params(cn: &str, ous: &[&str]) -> CertificateParams {
     params
 }
 
+/// Leaf parameters for an X509-SVID with SPIFFE ID `id` (its only URI SAN): key usage
+/// `digitalSignature`, EKU clientAuth, CN from the ID's last segment.
+pub fn svid_params(id: &str) -> CertificateParams {
+    let cn = id.rsplit('/').next().unwrap_or("svid");
+    let mut params = client_params(cn, &[]);
+    params.subject_alt_names = vec![SanType::URI(id.try_into().expect("URI SAN"))];
+    params
+}
+
 impl Ca {
     /// A self-signed root.
     pub fn root(cn: &str) -> Ca {
@@ -172,6 +181,11 @@ impl Ca {
             .expect("sign leaf")
             .der()
             .clone()
+    }
+
+    /// An X509-SVID for `id` (see [`svid_params`]).
+    pub fn svid(&self, id: &str) -> Identity {
+        self.issue(svid_params(id))
     }
 
     /// A client certificate with `cn` and `ous`.

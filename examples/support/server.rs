@@ -30,6 +30,12 @@ pub struct Args {
     /// CA bundle client certificates must chain to (repeatable).
     #[arg(long = "client-ca", value_name = "PEM")]
     pub client_ca: Vec<PathBuf>,
+    /// X.509 bundle of a SPIFFE trust domain, as TRUST_DOMAIN=PEM (repeatable: one per trust
+    /// domain, federated ones included). A client certificate with a SPIFFE ID is then accepted
+    /// only as a valid X509-SVID of its own trust domain's bundle; clients without one need a
+    /// --client-ca.
+    #[arg(long = "spiffe-bundle", value_name = "TRUST_DOMAIN=PEM", value_parser = parse_spiffe_bundle)]
+    pub spiffe_bundle: Vec<SpiffeBundleArg>,
     /// CRL file (repeatable).
     #[arg(long, value_name = "PEM")]
     pub crl: Vec<PathBuf>,
@@ -39,7 +45,8 @@ pub struct Args {
     /// OU whose members are admins (repeatable).
     #[arg(long = "admin-ou", value_name = "OU", default_values_t = vec!["admins".to_owned()])]
     pub admin_ou: Vec<String>,
-    /// SPIFFE ID that is an admin (repeatable).
+    /// SPIFFE ID that is an admin (repeatable). With --spiffe-bundle, only an X509-SVID from
+    /// that ID's own trust domain bundle can carry it.
     #[arg(long = "admin-spiffe", value_name = "ID", value_parser = parse_spiffe)]
     pub admin_spiffe: Vec<SpiffeId>,
     /// Authorization policy file (TOML); replaces the --admin-* rules.
@@ -49,6 +56,34 @@ pub struct Args {
 
 fn parse_spiffe(s: &str) -> Result<SpiffeId, String> {
     SpiffeId::parse(s).map_err(|e| e.to_string())
+}
+
+/// One `--spiffe-bundle TRUST_DOMAIN=PEM`.
+#[derive(Clone, Debug)]
+pub struct SpiffeBundleArg {
+    pub trust_domain: String,
+    pub pem: PathBuf,
+}
+
+fn parse_spiffe_bundle(s: &str) -> Result<SpiffeBundleArg, String> {
+    let (trust_domain, pem) = s
+        .split_once('=')
+        .ok_or("expected TRUST_DOMAIN=PEM, e.g. example.org=bundle.pem")?;
+    // A trust domain is what a SPIFFE ID without a path is made of.
+    let id = SpiffeId::parse(&format!("spiffe://{trust_domain}"))
+        .map_err(|e| format!("{trust_domain:?} is not a SPIFFE trust domain: {e}"))?;
+    if !id.path().is_empty() {
+        return Err(format!(
+            "{trust_domain:?} is not a SPIFFE trust domain: it has a path"
+        ));
+    }
+    if pem.is_empty() {
+        return Err("no PEM file after TRUST_DOMAIN=".into());
+    }
+    Ok(SpiffeBundleArg {
+        trust_domain: trust_domain.to_owned(),
+        pem: PathBuf::from(pem),
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -151,8 +186,8 @@ pub fn tls_builder(args: &Args, what: &str) -> Result<MtlsConfigBuilder, String>
     let builder = match &args.cert {
         Some(cert) => {
             let key = args.key.as_ref().ok_or("--cert needs --key")?;
-            if args.client_ca.is_empty() {
-                return Err("--cert needs at least one --client-ca".into());
+            if args.client_ca.is_empty() && args.spiffe_bundle.is_empty() {
+                return Err("--cert needs at least one --client-ca or --spiffe-bundle".into());
             }
             let mut builder = MtlsConfig::builder()
                 .server_cert_pem_file(cert)
@@ -160,11 +195,14 @@ pub fn tls_builder(args: &Args, what: &str) -> Result<MtlsConfigBuilder, String>
             for ca in &args.client_ca {
                 builder = builder.client_ca_pem_file(ca);
             }
+            for bundle in &args.spiffe_bundle {
+                builder = builder.spiffe_bundle_file(&bundle.trust_domain, &bundle.pem);
+            }
             builder
         }
         None => {
-            if args.key.is_some() || !args.client_ca.is_empty() {
-                return Err("--key and --client-ca need --cert (without --cert a development PKI is minted)".into());
+            if args.key.is_some() || !args.client_ca.is_empty() || !args.spiffe_bundle.is_empty() {
+                return Err("--key, --client-ca and --spiffe-bundle need --cert (without --cert a development PKI is minted)".into());
             }
             let dir = dev_pki()?;
             print_dev_instructions(&dir, args, what);
@@ -304,6 +342,9 @@ pub fn whoami_json(p: &Principal) -> serde_json::Value {
         "serial": p.serial(),
         "fingerprint_sha256": p.fingerprint_sha256_hex(),
         "not_after": not_after,
+        // The bundle that verified the chain: a SPIFFE trust domain, a named bundle, or null
+        // for the unnamed --client-ca bundle.
+        "trust_bundle": p.trust_bundle().name(),
     })
 }
 

@@ -14,6 +14,7 @@ use http::Method;
 use pin_project_lite::pin_project;
 
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::identity::trust_bundle::TrustBundle;
 
 /// Computes the request class part of a [`DecisionCache`] key. Closures
 /// `Fn(&AuthContext<'_>) -> K` implement it.
@@ -51,7 +52,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Default number of decisions kept.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-type Key<K> = ([u8; 32], K);
+// The bundle is part of who the certificate's names belong to: a reload can move a CA to
+// another bundle, and the same certificate then means something else.
+type Key<K> = ([u8; 32], TrustBundle, K);
 
 struct Shared<K> {
     entries: Mutex<HashMap<Key<K>, (Decision, Instant)>>,
@@ -115,7 +118,8 @@ impl<K> Default for Shared<K> {
 /// # let _ = layer;
 /// ```
 ///
-/// The cache key is the certificate's SHA-256 fingerprint and a *request class*, by default
+/// The cache key is the certificate's SHA-256 fingerprint, the
+/// [trust bundle](crate::Principal::trust_bundle) that verified it and a *request class*, by default
 /// the method and path. The class must capture everything the wrapped authorizer's decision
 /// depends on besides the certificate (roles come from the certificate, so they are covered);
 /// choose a coarser one with [`DecisionCache::classify_by`].
@@ -207,6 +211,7 @@ where
         let principal = ctx.principal();
         let key = (
             *principal.fingerprint_sha256(),
+            principal.trust_bundle().clone(),
             self.classifier.classify(ctx),
         );
         let now = Instant::now();

@@ -24,6 +24,14 @@ pub enum MatcherError {
         /// Why.
         error: SpiffeIdError,
     },
+    /// Not a valid trust bundle name.
+    #[error("invalid trust bundle name {value:?}: {why}")]
+    TrustBundle {
+        /// The input.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
     /// Not a DNS name or a `*.suffix` pattern.
     #[error("invalid DNS name pattern {value:?}: {why}")]
     DnsName {

@@ -8,6 +8,7 @@ use crate::identity::name::DistinguishedName;
 use crate::identity::principal::Principal;
 use crate::identity::roles::Roles;
 use crate::identity::spiffe_id::{SpiffeId, validate_trust_domain};
+use crate::identity::trust_bundle::validate_bundle_name;
 
 /// A condition on the verified identity (and the connection's [`Roles`]).
 ///
@@ -78,6 +79,7 @@ enum Node {
     SpkiSha256([u8; 32]),
     Serial(Box<str>),
     Role(Box<str>),
+    TrustBundle(Box<str>),
     Any(Box<[Matcher]>),
     All(Box<[Matcher]>),
     Not(Box<Matcher>),
@@ -100,6 +102,11 @@ impl Matcher {
     }
 
     /// The SPIFFE ID is in `trust_domain` (go-spiffe `AuthorizeMemberOf`).
+    ///
+    /// A SPIFFE ID is bound to its trust domain's bundle only when the server has SPIFFE
+    /// bundles configured ([`spiffe_bundle`](crate::tls::MtlsConfigBuilder::spiffe_bundle));
+    /// with client CA bundles alone, any of their CAs can issue any SPIFFE ID, and a rule
+    /// should say which bundle it trusts for it ([`trust_bundle`](Self::trust_bundle)).
     pub fn spiffe_member_of(trust_domain: &str) -> Result<Self, MatcherError> {
         validate_trust_domain(trust_domain).map_err(|error| MatcherError::TrustDomain {
             value: trust_domain.to_owned(),
@@ -151,6 +158,10 @@ impl Matcher {
 
     /// The issuer DN has exactly the RDNs of `dn` (RFC 4514, e.g. `CN=Issuing CA,O=Example`),
     /// compared attribute by attribute on the parsed name, values exactly.
+    ///
+    /// The issuer DN is a *name*: when the server trusts several bundles, any of their CAs can
+    /// mint a sub-CA whose subject copies it. Pair it with [`trust_bundle`](Self::trust_bundle)
+    /// to mean "issued by that CA of that bundle".
     pub fn issuer(dn: &str) -> Result<Self, MatcherError> {
         IssuerPattern::parse(dn).map(|p| Matcher(Node::Issuer(p)))
     }
@@ -185,6 +196,27 @@ impl Matcher {
         Matcher(Node::Role(role.into()))
     }
 
+    /// The chain was verified by the trust bundle `name`: a named client CA bundle, or the
+    /// bundle of the SPIFFE trust domain `name` (see
+    /// [`Principal::trust_bundle`](crate::Principal::trust_bundle)). The unnamed client CA
+    /// bundle has no name and matches no `trust_bundle`.
+    ///
+    /// ```
+    /// use tower_mtls::authorize::Matcher;
+    ///
+    /// // OU=admins means admin only in certificates of our own CA, not of the partner's.
+    /// let admins = Matcher::trust_bundle("corp")?.and(Matcher::organizational_unit("admins"));
+    /// assert_eq!(admins.to_string(), r#"all(trust_bundle = "corp", ou = "admins")"#);
+    /// # Ok::<(), tower_mtls::authorize::MatcherError>(())
+    /// ```
+    pub fn trust_bundle(name: &str) -> Result<Self, MatcherError> {
+        validate_bundle_name(name).map_err(|why| MatcherError::TrustBundle {
+            value: name.to_owned(),
+            why,
+        })?;
+        Ok(Matcher(Node::TrustBundle(name.into())))
+    }
+
     /// Whether `principal` (with the connection's `roles`) matches.
     pub fn matches(&self, principal: &Principal, roles: &Roles) -> bool {
         match &self.0 {
@@ -208,6 +240,7 @@ impl Matcher {
             Node::SpkiSha256(h) => principal.spki_sha256() == h,
             Node::Serial(s) => canonical_serial(principal.serial()) == &**s,
             Node::Role(role) => roles.contains(role),
+            Node::TrustBundle(name) => principal.trust_bundle().name() == Some(&**name),
             Node::Any(ms) => ms.iter().any(|m| m.matches(principal, roles)),
             Node::All(ms) => ms.iter().all(|m| m.matches(principal, roles)),
             Node::Not(m) => !m.matches(principal, roles),
@@ -286,6 +319,7 @@ impl fmt::Display for Matcher {
             }
             Node::Serial(s) => write!(f, "serial = {s:?}"),
             Node::Role(r) => write!(f, "role = {r:?}"),
+            Node::TrustBundle(name) => write!(f, "trust_bundle = {name:?}"),
             Node::Any(ms) => write_list(f, "any", ms),
             Node::All(ms) => write_list(f, "all", ms),
             Node::Not(m) => write!(f, "not({m})"),
@@ -514,6 +548,7 @@ impl fmt::Display for MatchExplanation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::trust_bundle::TrustBundle;
     use crate::testing::{CertSpec, principal};
 
     fn no_roles() -> Roles {
@@ -760,6 +795,36 @@ mod tests {
         assert!(Matcher::role("admins").matches(&p, &roles));
         assert!(!Matcher::role("admin").matches(&p, &roles));
         assert!(!Matcher::role("admins").matches(&p, &no_roles()));
+    }
+
+    #[test]
+    fn trust_bundle_names_the_bundle_that_verified() {
+        let with_bundle = |bundle| {
+            principal(CertSpec {
+                bundle,
+                ..CertSpec::default()
+            })
+        };
+        let partner = with_bundle(TrustBundle::Named("partner".into()));
+        let td = with_bundle(TrustBundle::SpiffeTrustDomain("example.org".into()));
+        let unnamed = with_bundle(TrustBundle::Unnamed);
+        let m = |name| Matcher::trust_bundle(name).unwrap();
+        assert!(m("partner").matches(&partner, &no_roles()));
+        assert!(!m("partne").matches(&partner, &no_roles()));
+        assert!(!m("Partner").matches(&partner, &no_roles()));
+        assert!(m("example.org").matches(&td, &no_roles()));
+        assert!(!m("partner").matches(&td, &no_roles()));
+        assert!(!m("partner").matches(&unnamed, &no_roles()));
+        assert_eq!(m("partner").to_string(), r#"trust_bundle = "partner""#);
+        for bad in ["", "a b", "x\"y"] {
+            assert!(
+                matches!(
+                    Matcher::trust_bundle(bad),
+                    Err(MatcherError::TrustBundle { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
+use crate::identity::trust_bundle::TrustBundle;
 use crate::tls::trust::TrustState;
 
 /// The facts of one TLS connection, shared by all its requests. Cloning is an `Arc` clone.
@@ -91,17 +92,18 @@ pub(crate) fn peer_chain(conn: &ServerConnection) -> Option<&[CertificateDer<'st
 
 impl ConnectionInfo {
     /// Reads a finished server connection. Must only be called after the handshake completed:
-    /// before that rustls has verified nothing.
+    /// before that rustls has verified nothing. `trust` is the state and generation that
+    /// verified the chain, `trust_bundle` the bundle whose anchor did.
     pub(crate) fn from_connection(
         conn: &ServerConnection,
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
         role_mapper: Option<&dyn RoleMapper>,
-        trust: Arc<TrustState>,
-        generation: u64,
+        trust: (Arc<TrustState>, u64),
+        trust_bundle: TrustBundle,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
-            .map(Principal::from_verified_chain)
+            .map(|chain| Principal::from_chain_verified_by(chain, trust_bundle))
             .transpose()?;
         let roles = match (&principal, role_mapper) {
             (Some(p), Some(mapper)) => mapper.roles(p),
@@ -116,7 +118,7 @@ impl ConnectionInfo {
             handshake_kind: conn.handshake_kind(),
             ..Facts::new(peer_addr, principal, roles)
         };
-        Ok(Self::from_facts(facts, Some((trust, generation))))
+        Ok(Self::from_facts(facts, Some(trust)))
     }
 
     /// A connection of `facts`, verified under `trust` at `generation`; without a trust state
@@ -165,9 +167,17 @@ impl ConnectionInfo {
     #[cold]
     fn reverify(&self, trust: &TrustState, principal: &Principal) -> Result<(), StaleIdentity> {
         let current = trust.current();
-        let verdict = current
-            .verify_client_chain(&principal.chain())
-            .unwrap_or(Ok(()));
+        // The identity is only still good if the *same* bundle vouches for it: a name that a
+        // reload moved to another bundle is not the name the authorizer saw.
+        let verdict = match current.verify_client_chain(&principal.chain()) {
+            None => Ok(()),
+            Some(Ok(bundle)) if bundle == principal.trust_bundle() => Ok(()),
+            Some(Ok(bundle)) => Err(rustls::Error::General(format!(
+                "now verified by {bundle}, not by {}",
+                principal.trust_bundle()
+            ))),
+            Some(Err(error)) => Err(error),
+        };
         self.inner.checked.store(
             current.generation << 1 | u64::from(verdict.is_ok()),
             Ordering::Release,

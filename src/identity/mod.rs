@@ -24,6 +24,7 @@ pub(crate) mod name;
 pub(crate) mod principal;
 pub(crate) mod roles;
 pub(crate) mod spiffe_id;
+pub(crate) mod trust_bundle;
 
 pub use connection::StaleIdentity;
 pub use name::{
@@ -35,3 +36,4 @@ pub use roles::{
     KubernetesRoles, OrganizationalUnitRoles, RoleMapper, Roles, SpiffeServiceAccountRoles,
 };
 pub use spiffe_id::{MAX_SPIFFE_ID_LEN, MAX_TRUST_DOMAIN_LEN};
+pub use trust_bundle::{MAX_BUNDLE_NAME_LEN, TrustBundle};

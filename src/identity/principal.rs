@@ -16,6 +16,7 @@ use x509_parser::time::ASN1Time;
 
 use crate::identity::name::DistinguishedName;
 use crate::identity::spiffe_id::SpiffeId;
+use crate::identity::trust_bundle::TrustBundle;
 
 /// The verified identity of a TLS client.
 ///
@@ -50,6 +51,7 @@ struct Inner {
     not_before: SystemTime,
     not_after: SystemTime,
     extended_key_usages: Vec<ExtendedKeyUsage>,
+    trust_bundle: TrustBundle,
     /// The chain's DER, leaf first, in one allocation; `ends[i]` is where certificate `i` ends.
     der: Vec<u8>,
     ends: Vec<usize>,
@@ -122,7 +124,17 @@ impl Principal {
     /// anchors it chose). [`MtlsAcceptor`](crate::MtlsAcceptor) calls this only with the chain
     /// rustls returns after a successful handshake; everything else should get principals from
     /// there rather than from here.
+    ///
+    /// The principal's [`trust_bundle`](Self::trust_bundle) is [`TrustBundle::Unnamed`].
     pub fn from_verified_chain(chain: &[CertificateDer<'_>]) -> Result<Self, PrincipalError> {
+        Self::from_chain_verified_by(chain, TrustBundle::Unnamed)
+    }
+
+    /// [`from_verified_chain`](Self::from_verified_chain) for a chain that `bundle` verified.
+    pub(crate) fn from_chain_verified_by(
+        chain: &[CertificateDer<'_>],
+        bundle: TrustBundle,
+    ) -> Result<Self, PrincipalError> {
         let leaf = chain.first().ok_or(PrincipalError::EmptyChain)?;
         // Extensions are left unparsed: only SAN and EKU matter here, and they are parsed below
         // with x509-parser's own parsers (the rest is webpki's business, which verified them).
@@ -192,6 +204,7 @@ impl Principal {
                 not_before: system_time(tbs.validity().not_before),
                 not_after: system_time(tbs.validity().not_after),
                 extended_key_usages,
+                trust_bundle: bundle,
                 der,
                 ends,
             }),
@@ -277,6 +290,14 @@ impl Principal {
     /// `None` rather than a guess.
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
         self.inner.spiffe_id.as_ref()
+    }
+
+    /// The bundle of trust anchors that verified the chain: a name in the certificate (a
+    /// SPIFFE ID, an OU, the issuer DN) means something only together with it when the server
+    /// trusts several bundles. A SPIFFE ID is always accepted from its own trust domain's
+    /// bundle only, when SPIFFE bundles are configured.
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        &self.inner.trust_bundle
     }
 
     /// The serial number, lowercase hex without leading zero bytes (`"0"` for zero).
@@ -366,6 +387,7 @@ impl fmt::Debug for Principal {
             .field("spiffe_id", &self.inner.spiffe_id)
             .field("subject_alt_names", &self.inner.subject_alt_names)
             .field("serial", &self.inner.serial)
+            .field("trust_bundle", &self.inner.trust_bundle)
             .finish_non_exhaustive()
     }
 }

@@ -13,6 +13,7 @@ use tokio_rustls::server::TlsStream;
 use crate::audit;
 use crate::identity::connection::{ConnectionInfo, peer_chain};
 use crate::identity::roles::RoleMapper;
+use crate::identity::trust_bundle::TrustBundle;
 use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
 use crate::tls::config_error::ConfigError;
 use crate::tls::handshake_error::AcceptError;
@@ -239,16 +240,25 @@ impl MtlsAcceptor {
             .map_err(|_| AcceptError::Timeout(self.handshake_timeout))?
             .map_err(AcceptError::from_io)?;
         let (_, conn) = stream.get_ref();
-        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
-            self.recheck_resumed(&current, conn)?;
-        }
+        let reverified = if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            self.recheck_resumed(&current, conn)?
+        } else {
+            None
+        };
+        // Which bundle verified the chain: rustls's verifier cannot say, so the snapshot that
+        // ran this handshake works it out again (for free with one bundle).
+        let trust_bundle = match (reverified, peer_chain(conn)) {
+            (Some(bundle), _) => bundle,
+            (None, Some(chain)) => current.bundle_of(chain).map_err(AcceptError::Tls)?,
+            (None, None) => TrustBundle::Unnamed,
+        };
         let info = ConnectionInfo::from_connection(
             conn,
             peer_addr,
             local_addr,
             self.role_mapper.as_deref(),
-            self.shared.trust.clone(),
-            current.generation,
+            (self.shared.trust.clone(), current.generation),
+            trust_bundle,
         )?;
         if let Some(issuing) = issuing {
             issuing.vouch();
@@ -258,14 +268,14 @@ impl MtlsAcceptor {
 
     /// Checks a resumed session's chain: in full with the current verifier, unless the session
     /// proves that this very configuration verified it, in which case only what time alone
-    /// can change is checked.
+    /// can change is checked. A full check also says which bundle verified the chain.
     fn recheck_resumed(
         &self,
         current: &Snapshot,
         conn: &rustls::ServerConnection,
-    ) -> Result<(), AcceptError> {
+    ) -> Result<Option<TrustBundle>, AcceptError> {
         let Some(chain) = peer_chain(conn) else {
-            return Ok(());
+            return Ok(None);
         };
         let now = SystemTime::now();
         let validity_only = match current.resumed_check {
@@ -283,13 +293,15 @@ impl MtlsAcceptor {
             && chain_valid_at(chain, now)
         {
             self.shared.counters.record_resumed_check(false);
-            return Ok(());
+            return Ok(None);
         }
         // Anything else, including a chain that is no longer valid, gets the verifier's
         // verdict (and its precise error).
         self.shared.counters.record_resumed_check(true);
         match current.verify_client_chain(chain) {
-            Some(verdict) => verdict.map_err(AcceptError::ResumedCertificateRejected),
+            Some(verdict) => verdict
+                .map(|bundle| Some(bundle.clone()))
+                .map_err(AcceptError::ResumedCertificateRejected),
             // Resumption is disabled when there is no verifier; a resumed session here means
             // the configuration was changed behind our back. Refuse rather than trust it.
             None => Err(AcceptError::ResumedCertificateRejected(

@@ -4,20 +4,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, TrustAnchor};
+use rustls::server::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
-use crate::tls::config_error::{ConfigError, Origin};
-use crate::tls::pem::{
-    Source, check_is_ca, crl_check, read_certs, read_crls, read_key, warn_if_expired,
-};
+use crate::identity::spiffe_id::validate_trust_domain;
+use crate::identity::trust_bundle::{TrustBundle, validate_bundle_name};
+use crate::tls::bundles::{BundleInputs, RevocationRules, TrustBundles};
+use crate::tls::config_error::ConfigError;
+use crate::tls::pem::{Der, Source, check_is_ca, warn_if_expired};
 use crate::tls::provider::crypto_provider;
 use crate::tls::resumption::ResumedCheck;
-use crate::tls::verifier::WithIntermediates;
+use crate::tls::verifier::BundleVerifier;
 
 /// Whether clients must present a certificate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,7 +85,9 @@ pub enum UnknownRevocation {
 pub struct MtlsConfigBuilder {
     server_cert: Option<Source>,
     server_key: Option<Source>,
-    client_cas: Vec<Source>,
+    // `None`: the unnamed bundle.
+    client_cas: Vec<(Option<String>, Source)>,
+    spiffe_bundles: Vec<(String, Source)>,
     intermediates: Vec<Source>,
     crls: Vec<Source>,
     client_auth: ClientAuth,
@@ -97,11 +99,14 @@ pub struct MtlsConfigBuilder {
 }
 
 /// A built mutual-TLS server configuration: the rustls [`ServerConfig`] plus the client
-/// certificate verifier it uses, which the acceptor needs to re-verify resumed sessions.
+/// certificate verifier it uses, which the acceptor needs to re-verify resumed sessions and to
+/// tell which trust bundle verified a chain.
 #[derive(Clone, Debug)]
 pub struct MtlsConfig {
     pub(crate) server_config: Arc<ServerConfig>,
-    pub(crate) verifier: Arc<dyn ClientCertVerifier>,
+    pub(crate) verifier: Arc<BundleVerifier>,
+    // The same verifier, as rustls holds it.
+    dyn_verifier: Arc<dyn ClientCertVerifier>,
     pub(crate) client_auth: ClientAuth,
     pub(crate) resumed_check: ResumedCheck,
 }
@@ -121,7 +126,7 @@ impl MtlsConfig {
 
     /// The client certificate verifier.
     pub fn client_cert_verifier(&self) -> &Arc<dyn ClientCertVerifier> {
-        &self.verifier
+        &self.dyn_verifier
     }
 
     /// Whether client certificates are required or optional.
@@ -143,6 +148,19 @@ impl MtlsConfigBuilder {
         self
     }
 
+    /// The server certificate chain (leaf first) as DER certificates, e.g. an X509-SVID from
+    /// the SPIFFE Workload API.
+    pub fn server_cert_der(mut self, chain: Vec<CertificateDer<'static>>) -> Self {
+        self.server_cert = Some(Source::Der("server certificate", Der::Certs(chain)));
+        self
+    }
+
+    /// The server private key as DER (PKCS#8, SEC1 or PKCS#1), e.g. an SVID's key.
+    pub fn server_key_der(mut self, key: PrivateKeyDer<'static>) -> Self {
+        self.server_key = Some(Source::Der("server key", Der::Key(Arc::new(key))));
+        self
+    }
+
     /// The server private key (PKCS#8, SEC1 or PKCS#1), from a PEM file.
     pub fn server_key_pem_file(mut self, path: impl AsRef<Path>) -> Self {
         self.server_key = Some(Source::File(path.as_ref().to_owned()));
@@ -155,17 +173,113 @@ impl MtlsConfigBuilder {
         self
     }
 
-    /// A bundle of CA certificates that client certificates must chain to. Call again to add
-    /// more bundles.
+    /// CA certificates that client certificates may chain to, from a PEM file: the **unnamed**
+    /// client CA bundle (a principal it verified has
+    /// [`TrustBundle::Unnamed`](crate::identity::TrustBundle::Unnamed)). Call again to add
+    /// more certificates to it.
     pub fn client_ca_pem_file(mut self, path: impl AsRef<Path>) -> Self {
-        self.client_cas.push(Source::File(path.as_ref().to_owned()));
+        self.client_cas
+            .push((None, Source::File(path.as_ref().to_owned())));
         self
     }
 
-    /// A bundle of client CA certificates as PEM bytes. Call again to add more.
+    /// CA certificates of the unnamed client CA bundle, as PEM bytes; see
+    /// [`client_ca_pem_file`](Self::client_ca_pem_file).
     pub fn client_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.client_cas
-            .push(Source::Pem("client CA bundle", pem.into()));
+            .push((None, Source::Pem("client CA bundle", pem.into())));
+        self
+    }
+
+    /// A **named** bundle of client CA certificates, as PEM bytes: a principal it verified
+    /// carries the name ([`Principal::trust_bundle`](crate::Principal::trust_bundle), the
+    /// policy key `trust_bundle`), so that names in certificates from a partner's CA can be
+    /// told from the same names in your own. Calls with the same name add to that bundle.
+    ///
+    /// Names are 1 to 255 ASCII letters, digits, `.`, `-` and `_`, and share one namespace
+    /// with SPIFFE trust domains: a bundle cannot be named like a configured trust domain. A CA
+    /// (same subject and key) may not be in two client CA bundles.
+    ///
+    /// ```no_run
+    /// use tower_mtls::MtlsConfig;
+    ///
+    /// let config = MtlsConfig::builder()
+    ///     .server_cert_pem_file("server.pem")
+    ///     .server_key_pem_file("server-key.pem")
+    ///     .client_ca_pem_file("our-ca.pem")                     // unnamed
+    ///     .client_ca_bundle_file("partner", "partner-ca.pem")  // named
+    ///     .build()?;
+    /// # Ok::<(), tower_mtls::ConfigError>(())
+    /// ```
+    pub fn client_ca_bundle(mut self, name: &str, pem: impl Into<Vec<u8>>) -> Self {
+        self.client_cas.push((
+            Some(name.to_owned()),
+            Source::Pem("client CA bundle", pem.into()),
+        ));
+        self
+    }
+
+    /// A named client CA bundle from a PEM file; see [`client_ca_bundle`](Self::client_ca_bundle).
+    pub fn client_ca_bundle_file(mut self, name: &str, path: impl AsRef<Path>) -> Self {
+        self.client_cas.push((
+            Some(name.to_owned()),
+            Source::File(path.as_ref().to_owned()),
+        ));
+        self
+    }
+
+    /// The X.509 bundle (CA certificates, PEM bytes) of the SPIFFE trust domain `trust_domain`
+    /// (`example.org`, no scheme). Call once per trust domain, your own and every federated
+    /// one; calls with the same trust domain add to its bundle.
+    ///
+    /// With at least one SPIFFE bundle configured, a client certificate that carries a SPIFFE
+    /// ID (a URI SAN with the `spiffe` scheme) is accepted only if it is a valid X509-SVID
+    /// (exactly one URI SAN, a SPIFFE ID with a path, not a CA, `keyUsage` with
+    /// `digitalSignature` and without `keyCertSign`/`cRLSign`) and chains to the bundle of
+    /// **its own** trust domain; a SPIFFE ID of a trust domain without a bundle is refused in
+    /// the handshake. A certificate without a SPIFFE ID is verified against the client CA
+    /// bundles only, and refused when there are none. CRLs apply to every bundle.
+    ///
+    /// ```no_run
+    /// use tower_mtls::MtlsConfig;
+    ///
+    /// let config = MtlsConfig::builder()
+    ///     .server_cert_pem_file("svid.pem")
+    ///     .server_key_pem_file("svid-key.pem")
+    ///     .spiffe_bundle_file("example.org", "example.org.bundle.pem")
+    ///     .spiffe_bundle_file("partner.example", "partner.bundle.pem") // federated
+    ///     .build()?;
+    /// # Ok::<(), tower_mtls::ConfigError>(())
+    /// ```
+    pub fn spiffe_bundle(mut self, trust_domain: &str, pem: impl Into<Vec<u8>>) -> Self {
+        self.spiffe_bundles.push((
+            trust_domain.to_owned(),
+            Source::Pem("SPIFFE bundle", pem.into()),
+        ));
+        self
+    }
+
+    /// A SPIFFE trust domain's X.509 bundle as DER certificates (what the Workload API
+    /// delivers); see [`spiffe_bundle`](Self::spiffe_bundle).
+    pub fn spiffe_bundle_der(
+        mut self,
+        trust_domain: &str,
+        certs: Vec<CertificateDer<'static>>,
+    ) -> Self {
+        self.spiffe_bundles.push((
+            trust_domain.to_owned(),
+            Source::Der("SPIFFE bundle", Der::Certs(certs)),
+        ));
+        self
+    }
+
+    /// A SPIFFE trust domain's X.509 bundle from a PEM file; see
+    /// [`spiffe_bundle`](Self::spiffe_bundle).
+    pub fn spiffe_bundle_file(mut self, trust_domain: &str, path: impl AsRef<Path>) -> Self {
+        self.spiffe_bundles.push((
+            trust_domain.to_owned(),
+            Source::File(path.as_ref().to_owned()),
+        ));
         self
     }
 
@@ -191,12 +305,13 @@ impl MtlsConfigBuilder {
         self.server_cert
             .iter()
             .chain(&self.server_key)
-            .chain(&self.client_cas)
+            .chain(self.client_cas.iter().map(|(_, source)| source))
+            .chain(self.spiffe_bundles.iter().map(|(_, source)| source))
             .chain(&self.intermediates)
             .chain(&self.crls)
             .filter_map(|source| match source {
                 Source::File(path) => Some(path.clone()),
-                Source::Pem(..) => None,
+                Source::Pem(..) | Source::Der(..) => None,
             })
             .collect()
     }
@@ -204,6 +319,15 @@ impl MtlsConfigBuilder {
     /// A file of one or more PEM CRLs. Call again to add more files.
     pub fn crl_pem_file(mut self, path: impl AsRef<Path>) -> Self {
         self.crls.push(Source::File(path.as_ref().to_owned()));
+        self
+    }
+
+    /// CRLs as DER (what the Workload API delivers). Call again to add more; an empty list
+    /// adds none.
+    pub fn crl_der(mut self, crls: Vec<CertificateRevocationListDer<'static>>) -> Self {
+        if !crls.is_empty() {
+            self.crls.push(Source::Der("CRL", Der::Crls(crls)));
+        }
         self
     }
 
@@ -261,33 +385,53 @@ impl MtlsConfigBuilder {
             .server_key
             .as_ref()
             .ok_or(ConfigError::Missing("server private key"))?;
-        if self.client_cas.is_empty() {
+        if self.client_cas.is_empty() && self.spiffe_bundles.is_empty() {
             return Err(ConfigError::Missing("client CA bundle"));
         }
 
-        let (cert_origin, cert_pem) = cert_source.read()?;
-        let chain = read_certs(&cert_origin, &cert_pem)?;
+        let (cert_origin, chain) = cert_source.certs()?;
         warn_if_expired(&cert_origin, &chain);
-        let (key_origin, key_pem) = key_source.read()?;
-        let key = read_key(&key_origin, &key_pem)?;
+        let (key_origin, key) = key_source.key()?;
 
-        let mut roots = RootCertStore::empty();
-        for source in &self.client_cas {
-            let (origin, bytes) = source.read()?;
-            for (i, ca) in read_certs(&origin, &bytes)?.into_iter().enumerate() {
-                check_is_ca(&origin, i + 1, &ca)?;
-                roots.add(ca).map_err(|e| ConfigError::BadCertificate {
-                    origin: origin.clone(),
-                    index: i + 1,
-                    reason: e.to_string(),
-                })?;
+        let mut ca: Vec<(TrustBundle, Vec<TrustAnchor<'static>>)> = Vec::new();
+        for (name, source) in &self.client_cas {
+            let bundle = match name {
+                None => TrustBundle::Unnamed,
+                Some(name) => {
+                    validate_bundle_name(name).map_err(|why| ConfigError::BadBundleName {
+                        name: name.clone(),
+                        why,
+                    })?;
+                    TrustBundle::Named(name.as_str().into())
+                }
+            };
+            let anchors = read_anchors(source)?;
+            match ca.iter_mut().find(|(known, _)| *known == bundle) {
+                Some((_, known)) => known.extend(anchors),
+                None => ca.push((bundle, anchors)),
+            }
+        }
+        let mut spiffe: Vec<(Arc<str>, Vec<TrustAnchor<'static>>)> = Vec::new();
+        for (trust_domain, source) in &self.spiffe_bundles {
+            validate_trust_domain(trust_domain).map_err(|error| ConfigError::BadTrustDomain {
+                value: trust_domain.clone(),
+                error,
+            })?;
+            if ca.iter().any(|(b, _)| b.name() == Some(trust_domain)) {
+                return Err(ConfigError::BundleNameClash {
+                    name: trust_domain.clone(),
+                });
+            }
+            let anchors = read_anchors(source)?;
+            match spiffe.iter_mut().find(|(td, _)| **td == **trust_domain) {
+                Some((_, known)) => known.extend(anchors),
+                None => spiffe.push((trust_domain.as_str().into(), anchors)),
             }
         }
 
         let mut intermediates = Vec::new();
         for source in &self.intermediates {
-            let (origin, bytes) = source.read()?;
-            let certs = read_certs(&origin, &bytes)?;
+            let (origin, certs) = source.certs()?;
             for (i, ca) in certs.iter().enumerate() {
                 check_is_ca(&origin, i + 1, ca)?;
             }
@@ -298,44 +442,28 @@ impl MtlsConfigBuilder {
 
         let mut crls = Vec::new();
         for source in &self.crls {
-            let (origin, bytes) = source.read()?;
-            let found = read_crls(&origin, &bytes)?;
-            for (i, crl) in found.iter().enumerate() {
-                // rustls only reports "invalid CRL" for the whole set; parse each one here
-                // so the error names the file.
-                crl_check(&origin, i + 1, crl)?;
-            }
-            crls.extend(found);
+            crls.extend(source.crls()?.1);
         }
 
-        let mut verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls);
-        if self.revocation_scope == RevocationScope::EndEntityOnly {
-            verifier = verifier.only_check_end_entity_revocation();
-        }
-        if self.unknown_revocation == UnknownRevocation::Allow {
-            verifier = verifier.allow_unknown_revocation_status();
-        }
-        if self.enforce_crl_expiry {
-            verifier = verifier.enforce_revocation_expiration();
-        }
-        if self.client_auth == ClientAuth::Optional {
-            verifier = verifier.allow_unauthenticated();
-        }
-        let mut verifier = verifier.build().map_err(|e| match e {
-            rustls::server::VerifierBuilderError::InvalidCrl(err) => ConfigError::BadCrl {
-                origin: Origin::Memory("CRL set"),
-                reason: format!("{err:?}"),
-            },
-            other => ConfigError::Rustls(rustls::Error::General(other.to_string())),
-        })?;
-        if !intermediates.is_empty() {
-            verifier = Arc::new(WithIntermediates {
-                inner: verifier,
+        let bundles = TrustBundles::build(
+            BundleInputs {
+                ca,
+                spiffe,
                 intermediates,
-            });
-        }
+                crls,
+                revocation: RevocationRules {
+                    end_entity_only: self.revocation_scope == RevocationScope::EndEntityOnly,
+                    allow_unknown: self.unknown_revocation == UnknownRevocation::Allow,
+                    enforce_expiry: self.enforce_crl_expiry,
+                },
+            },
+            &provider,
+        )?;
+        let verifier = Arc::new(BundleVerifier::new(
+            bundles,
+            self.client_auth == ClientAuth::Required,
+        ));
+        let dyn_verifier: Arc<dyn ClientCertVerifier> = verifier.clone();
 
         let versions: &[&'static rustls::SupportedProtocolVersion] = match self.versions {
             TlsVersions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -343,7 +471,7 @@ impl MtlsConfigBuilder {
         };
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
-            .with_client_cert_verifier(verifier.clone())
+            .with_client_cert_verifier(dyn_verifier.clone())
             .with_single_cert(chain, key)
             .map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => ConfigError::KeyMismatch {
@@ -363,10 +491,28 @@ impl MtlsConfigBuilder {
         Ok(MtlsConfig {
             server_config: Arc::new(config),
             verifier,
+            dyn_verifier,
             client_auth: self.client_auth,
             resumed_check,
         })
     }
+}
+
+/// The trust anchors of the CA certificates in `source`, each checked to be a CA.
+fn read_anchors(source: &Source) -> Result<Vec<TrustAnchor<'static>>, ConfigError> {
+    let (origin, certs) = source.certs()?;
+    let mut anchors = Vec::with_capacity(certs.len());
+    for (i, ca) in certs.iter().enumerate() {
+        check_is_ca(&origin, i + 1, ca)?;
+        let anchor =
+            webpki::anchor_from_trusted_cert(ca).map_err(|e| ConfigError::BadCertificate {
+                origin: origin.clone(),
+                index: i + 1,
+                reason: e.to_string(),
+            })?;
+        anchors.push(anchor.to_owned());
+    }
+    Ok(anchors)
 }
 
 /// What may change, with time alone, in the verdict of the verifier `build` makes: the

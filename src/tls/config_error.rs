@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use rustls::pki_types::pem;
 
+use crate::identity::spiffe_id::SpiffeIdError;
+
 /// Where an input came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -99,6 +101,40 @@ pub enum ConfigError {
         origin: Origin,
         /// Why.
         reason: String,
+    },
+    /// A client CA bundle name that is not 1 to 255 ASCII letters, digits, `.`, `-`, `_`.
+    #[error("invalid client CA bundle name {name:?}: {why}")]
+    BadBundleName {
+        /// The name.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// A SPIFFE bundle for something that is not a trust domain name.
+    #[error("invalid SPIFFE trust domain {value:?}: {error}")]
+    BadTrustDomain {
+        /// The input.
+        value: String,
+        /// Why.
+        error: SpiffeIdError,
+    },
+    /// A client CA bundle and a SPIFFE trust domain of the same name: policies could not tell
+    /// them apart.
+    #[error(
+        "{name:?} names both a client CA bundle and a SPIFFE trust domain; bundle names and trust domains share one namespace"
+    )]
+    BundleNameClash {
+        /// The name.
+        name: String,
+    },
+    /// The same CA (subject and key) in two client CA bundles: which bundle verified a
+    /// certificate it issued could not be told.
+    #[error("the same CA certificate is in {first} and in {second}")]
+    CaInTwoBundles {
+        /// The bundle it is in first.
+        first: String,
+        /// The other bundle.
+        second: String,
     },
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]

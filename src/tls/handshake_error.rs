@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustls::CertificateError;
 
 use crate::identity::principal::PrincipalError;
+use crate::tls::svid::SpiffeRefusal;
 
 /// Why a connection did not become a [`ConnectionInfo`](crate::ConnectionInfo).
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,13 @@ pub enum HandshakeFailure {
     UnparsableCertificate,
     /// A resumed session whose certificate no longer verifies.
     ResumptionRevoked,
+    /// A valid X509-SVID whose SPIFFE ID names a trust domain without a configured bundle.
+    UnknownTrustDomain,
+    /// A certificate with a `spiffe` URI SAN that is not a valid X509-SVID (two URI SANs, an
+    /// invalid SPIFFE ID, a CA, a wrong key usage).
+    InvalidSvid,
+    /// A certificate without a SPIFFE ID where only SPIFFE bundles are configured.
+    NoSpiffeId,
 }
 
 impl HandshakeFailure {
@@ -100,6 +108,9 @@ impl HandshakeFailure {
             HandshakeFailure::Io => "connection error",
             HandshakeFailure::UnparsableCertificate => "unparsable client certificate",
             HandshakeFailure::ResumptionRevoked => "resumed session no longer valid",
+            HandshakeFailure::UnknownTrustDomain => "SPIFFE ID of a trust domain without a bundle",
+            HandshakeFailure::InvalidSvid => "not a valid X509-SVID",
+            HandshakeFailure::NoSpiffeId => "no SPIFFE ID (only SPIFFE bundles configured)",
         }
     }
 }
@@ -154,6 +165,9 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                 HandshakeFailure::BadKeyUsage
             }
+            CertificateError::Other(other) if other.0.is::<SpiffeRefusal>() => {
+                spiffe_cause(other.0.downcast_ref::<SpiffeRefusal>())
+            }
             CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
                 Some(webpki::Error::CaUsedAsEndEntity) => HandshakeFailure::CaUsedAsLeaf,
                 #[allow(deprecated)]
@@ -184,9 +198,17 @@ fn classify(e: &rustls::Error) -> HandshakeFailure {
     }
 }
 
+fn spiffe_cause(refusal: Option<&SpiffeRefusal>) -> HandshakeFailure {
+    match refusal {
+        Some(SpiffeRefusal::UnknownTrustDomain(_)) => HandshakeFailure::UnknownTrustDomain,
+        Some(SpiffeRefusal::InvalidSvid(_)) => HandshakeFailure::InvalidSvid,
+        Some(SpiffeRefusal::NoSpiffeId) | None => HandshakeFailure::NoSpiffeId,
+    }
+}
+
 impl HandshakeFailure {
     /// Every cause, in a fixed order (the order of [`HandshakeStats::rejected`](crate::tls::HandshakeStats::rejected)).
-    pub const ALL: [HandshakeFailure; 19] = [
+    pub const ALL: [HandshakeFailure; 22] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NoCertificate,
         HandshakeFailure::UnknownIssuer,
@@ -206,6 +228,9 @@ impl HandshakeFailure {
         HandshakeFailure::Io,
         HandshakeFailure::UnparsableCertificate,
         HandshakeFailure::ResumptionRevoked,
+        HandshakeFailure::UnknownTrustDomain,
+        HandshakeFailure::InvalidSvid,
+        HandshakeFailure::NoSpiffeId,
     ];
 
     pub(crate) fn index(self) -> usize {

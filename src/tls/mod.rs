@@ -28,13 +28,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Inside: the configuration is read and checked in `config` and `pem`; `trust` holds the
+//! Inside: the configuration is read and checked in `config` and `pem`; `bundles` holds the
+//! client trust bundles (client CA bundles, SPIFFE trust domains) and says which one verified a
+//! chain, `svid` the X509-SVID rules, `verifier` the rustls verifier over them; `trust` holds the
 //! reloadable trust snapshot that both the acceptor and open connections verify against;
 //! `resumption` decides when a resumed session needs its chain verified again;
 //! `accept_loop` runs every handshake in its own task for the listener.
 
 pub(crate) mod accept_loop;
 pub(crate) mod acceptor;
+pub(crate) mod bundles;
 pub(crate) mod config;
 pub(crate) mod config_error;
 pub(crate) mod handshake_error;
@@ -44,6 +47,7 @@ pub(crate) mod provider;
 pub(crate) mod resumption;
 pub(crate) mod stats;
 pub(crate) mod stream;
+pub(crate) mod svid;
 pub(crate) mod trust;
 pub(crate) mod verifier;
 pub(crate) mod watch;

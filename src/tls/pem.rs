@@ -1,7 +1,9 @@
-//! Reading the configuration's inputs: PEM files or bytes, checked certificate by certificate so
-//! that an error names the file and the position.
+//! Reading the configuration's inputs: PEM files or bytes, or DER values held in memory (what
+//! the SPIFFE Workload API delivers), checked certificate by certificate so that an error names
+//! the input and the position.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use rustls::pki_types::pem::{self, PemObject};
@@ -13,22 +15,32 @@ use crate::identity::name::DistinguishedName;
 use crate::tls::config_error::{ConfigError, Origin};
 
 /// Where an input is read from: a file (read again at every build, so reloads see new
-/// contents) or bytes given in memory.
+/// contents), PEM bytes given in memory, or DER values given in memory.
 #[derive(Clone, Debug)]
 pub(crate) enum Source {
     File(PathBuf),
     Pem(&'static str, Vec<u8>),
+    Der(&'static str, Der),
+}
+
+/// DER values given in memory, of the kind the builder method that took them expects.
+#[derive(Clone, Debug)]
+pub(crate) enum Der {
+    Certs(Vec<CertificateDer<'static>>),
+    // `PrivateKeyDer` is not `Clone`; its `Debug` elides the key.
+    Key(Arc<PrivateKeyDer<'static>>),
+    Crls(Vec<CertificateRevocationListDer<'static>>),
 }
 
 impl Source {
     pub(crate) fn origin(&self) -> Origin {
         match self {
             Source::File(p) => Origin::File(p.clone()),
-            Source::Pem(what, _) => Origin::Memory(what),
+            Source::Pem(what, _) | Source::Der(what, _) => Origin::Memory(what),
         }
     }
 
-    pub(crate) fn read(&self) -> Result<(Origin, Vec<u8>), ConfigError> {
+    fn read(&self) -> Result<(Origin, Vec<u8>), ConfigError> {
         match self {
             Source::File(path) => std::fs::read(path)
                 .map(|bytes| (self.origin(), bytes))
@@ -37,14 +49,70 @@ impl Source {
                     source,
                 }),
             Source::Pem(_, bytes) => Ok((self.origin(), bytes.clone())),
+            // The builder keeps DER sources to the method of their kind; the caller asked for
+            // another kind, and finds none.
+            Source::Der(..) => Ok((self.origin(), Vec::new())),
         }
+    }
+
+    /// The certificates of this input, each checked to be X.509; at least one.
+    pub(crate) fn certs(&self) -> Result<(Origin, Vec<CertificateDer<'static>>), ConfigError> {
+        let origin = self.origin();
+        match self {
+            Source::Der(_, Der::Certs(certs)) => {
+                if certs.is_empty() {
+                    return Err(ConfigError::NoPem {
+                        origin,
+                        expected: "CERTIFICATE",
+                    });
+                }
+                for (i, cert) in certs.iter().enumerate() {
+                    parse_cert(&origin, i + 1, cert)?;
+                }
+                Ok((origin, certs.clone()))
+            }
+            _ => {
+                let (origin, bytes) = self.read()?;
+                let certs = read_certs(&origin, &bytes)?;
+                Ok((origin, certs))
+            }
+        }
+    }
+
+    /// The private key of this input.
+    pub(crate) fn key(&self) -> Result<(Origin, PrivateKeyDer<'static>), ConfigError> {
+        match self {
+            Source::Der(_, Der::Key(key)) => Ok((self.origin(), key.clone_key())),
+            _ => {
+                let (origin, bytes) = self.read()?;
+                let key = read_key(&origin, &bytes)?;
+                Ok((origin, key))
+            }
+        }
+    }
+
+    /// The CRLs of this input, each checked to parse; at least one.
+    pub(crate) fn crls(
+        &self,
+    ) -> Result<(Origin, Vec<CertificateRevocationListDer<'static>>), ConfigError> {
+        let (origin, crls) = match self {
+            Source::Der(_, Der::Crls(crls)) if !crls.is_empty() => (self.origin(), crls.clone()),
+            _ => {
+                let (origin, bytes) = self.read()?;
+                let crls = read_crls(&origin, &bytes)?;
+                (origin, crls)
+            }
+        };
+        for (i, crl) in crls.iter().enumerate() {
+            // rustls only reports "invalid CRL" for the whole set; parse each one here so
+            // the error names the input.
+            crl_check(&origin, i + 1, crl)?;
+        }
+        Ok((origin, crls))
     }
 }
 
-pub(crate) fn read_certs(
-    origin: &Origin,
-    bytes: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn read_certs(origin: &Origin, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| ConfigError::Pem {
@@ -63,10 +131,7 @@ pub(crate) fn read_certs(
     Ok(certs)
 }
 
-pub(crate) fn read_key(
-    origin: &Origin,
-    bytes: &[u8],
-) -> Result<PrivateKeyDer<'static>, ConfigError> {
+fn read_key(origin: &Origin, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {
     PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => ConfigError::NoPem {
             origin: origin.clone(),
@@ -79,7 +144,7 @@ pub(crate) fn read_key(
     })
 }
 
-pub(crate) fn read_crls(
+fn read_crls(
     origin: &Origin,
     bytes: &[u8],
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
@@ -98,7 +163,7 @@ pub(crate) fn read_crls(
     Ok(crls)
 }
 
-pub(crate) fn crl_check(
+fn crl_check(
     origin: &Origin,
     index: usize,
     crl: &CertificateRevocationListDer<'_>,

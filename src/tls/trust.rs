@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::ClientCertVerifier;
+use rustls::pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
+use crate::identity::trust_bundle::TrustBundle;
 use crate::tls::config::MtlsConfig;
 use crate::tls::resumption::ResumedCheck;
+use crate::tls::verifier::BundleVerifier;
 
 /// The trust configuration in force, replaceable atomically.
 pub(crate) struct TrustState {
@@ -32,7 +33,7 @@ pub(crate) struct Snapshot {
     server_config: Arc<ServerConfig>,
     // Re-verifies resumed sessions and open connections; `None` when resumption is disabled
     // instead (a rustls config without our verifier).
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    verifier: Option<Arc<BundleVerifier>>,
     pub(crate) generation: u64,
     pub(crate) resumed_check: ResumedCheck,
 }
@@ -65,21 +66,26 @@ impl Snapshot {
         self.verifier.is_some()
     }
 
-    /// Verifies `chain` (leaf first) as a client chain under this snapshot, now. `None` when
-    /// the snapshot has no verifier to ask.
+    /// Verifies `chain` (leaf first) as a client chain under this snapshot, now, and says
+    /// which trust bundle verified it. `None` when the snapshot has no verifier to ask.
     pub(crate) fn verify_client_chain(
         &self,
         chain: &[CertificateDer<'_>],
-    ) -> Option<Result<(), rustls::Error>> {
-        let verifier = self.verifier.as_ref()?;
-        let Some((leaf, intermediates)) = chain.split_first() else {
-            return Some(Err(rustls::Error::NoCertificatesPresented));
-        };
-        Some(
-            verifier
-                .verify_client_cert(leaf, intermediates, UnixTime::now())
-                .map(|_| ()),
-        )
+    ) -> Option<Result<&TrustBundle, rustls::Error>> {
+        Some(self.verifier.as_ref()?.verify_chain(chain))
+    }
+
+    /// Which trust bundle verified `chain`, which a handshake under this very snapshot has
+    /// just accepted. Without a verifier of ours (a rustls configuration built elsewhere), the
+    /// bundle is unknown and reported as the unnamed one.
+    pub(crate) fn bundle_of(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<TrustBundle, rustls::Error> {
+        match &self.verifier {
+            Some(verifier) => verifier.bundle_of(chain).cloned(),
+            None => Ok(TrustBundle::Unnamed),
+        }
     }
 }
 

@@ -1,60 +1,91 @@
-//! Client certificate verifiers built around rustls's `WebPkiClientVerifier`.
+//! [`BundleVerifier`]: the client certificate verifier rustls runs in every handshake, over the
+//! [`TrustBundles`] of one configuration.
+//!
+//! It behaves as rustls's `WebPkiClientVerifier` does (it runs one per set of anchors), with
+//! two differences: the anchors a chain may end at depend on the chain (a SPIFFE ID picks its
+//! trust domain's bundle), and configured intermediates complete the client's chain.
 
-use std::sync::Arc;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use rustls::pki_types::CertificateDer;
-use rustls::server::danger::ClientCertVerifier;
+use crate::identity::trust_bundle::TrustBundle;
+use crate::tls::bundles::TrustBundles;
 
-/// Completes client chains with configured intermediates before webpki builds the path.
+/// Verifies client chains against the bundle each one belongs to.
 #[derive(Debug)]
-pub(crate) struct WithIntermediates {
-    pub(crate) inner: Arc<dyn ClientCertVerifier>,
-    pub(crate) intermediates: Vec<CertificateDer<'static>>,
+pub(crate) struct BundleVerifier {
+    bundles: TrustBundles,
+    mandatory: bool,
 }
 
-impl ClientCertVerifier for WithIntermediates {
+impl BundleVerifier {
+    /// A verifier over `bundles`; `mandatory`: a handshake without a certificate fails.
+    pub(crate) fn new(bundles: TrustBundles, mandatory: bool) -> Self {
+        BundleVerifier { bundles, mandatory }
+    }
+
+    /// Verifies `chain` (leaf first) now and says which bundle verified it.
+    pub(crate) fn verify_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<&TrustBundle, rustls::Error> {
+        self.bundles.verify(chain, UnixTime::now())
+    }
+
+    /// Which bundle verified `chain`, a chain this verifier accepted moments ago.
+    pub(crate) fn bundle_of(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<&TrustBundle, rustls::Error> {
+        self.bundles.bundle_of(chain, UnixTime::now())
+    }
+}
+
+impl ClientCertVerifier for BundleVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        true
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.mandatory
     }
 
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.bundles.root_hint_subjects()
     }
 
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let mut all: Vec<CertificateDer<'_>> = intermediates.to_vec();
-        all.extend(self.intermediates.iter().cloned());
-        self.inner.verify_client_cert(end_entity, &all, now)
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.bundles
+            .check(end_entity, intermediates, now)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.bundles.algorithms())
     }
 
     fn verify_tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.bundles.algorithms())
     }
 
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bundles.algorithms().supported_schemes()
     }
 }

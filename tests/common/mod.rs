@@ -145,6 +145,8 @@ pub fn principal_json(p: &Principal) -> serde_json::Value {
         "ips": p.ip_addresses().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         "serial": p.serial(),
         "fingerprint_sha256": p.fingerprint_sha256_hex(),
+        "trust_bundle": p.trust_bundle().name(),
+        "spiffe_bundle": matches!(p.trust_bundle(), tower_mtls::identity::TrustBundle::SpiffeTrustDomain(_)),
     })
 }
 
