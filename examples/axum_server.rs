@@ -95,7 +95,7 @@ where
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (args, config) = match server::configure("axum_server", false) {
+    let (args, tls) = match server::configure("axum_server", false).await {
         Ok(configured) => configured,
         Err(code) => return code,
     };
@@ -108,7 +108,7 @@ async fn main() -> ExitCode {
         },
         None => None,
     };
-    let listener = match server::bind("axum_server", &args, config).await {
+    let listener = match server::bind("axum_server", &args, tls).await {
         Ok(listener) => listener,
         Err(code) => return code,
     };

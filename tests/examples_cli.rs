@@ -354,6 +354,145 @@ async fn spiffe_contract(name: &str) {
     );
 }
 
+/// `--spiffe-endpoint`: the server's identity and bundles come from a (fake) agent, and
+/// follow its updates.
+async fn spiffe_endpoint_contract(name: &str) {
+    use tower_mtls::workload_api::fake::{FakeSvid, FakeWorkloadApi};
+    let dir = tempfile::tempdir().unwrap();
+    let ours = common::pki::Ca::root("example.org CA");
+    let socket = dir.path().join("agent.sock");
+    let agent = FakeWorkloadApi::unix(&socket).await.unwrap();
+    let serve = |server: &common::pki::Identity| {
+        let svid = FakeSvid::new("spiffe://example.org/server", &server.chain, &server.key());
+        let bundle = [ours.der().clone()];
+        agent.update(|state| {
+            state
+                .set_svids(vec![svid])
+                .set_bundle("example.org", &bundle);
+        });
+    };
+    let first = ours.issue(common::pki::server_svid_params(
+        "spiffe://example.org/server",
+    ));
+    serve(&first);
+    let server = start(
+        name,
+        &[
+            "--spiffe-endpoint".into(),
+            format!("unix:{}", socket.display()),
+            "--admin-spiffe".into(),
+            "spiffe://example.org/admin".into(),
+        ],
+    );
+    let as_client = |id: &common::pki::Identity| {
+        client::client_config(
+            ours.der(),
+            Some((id.chain.clone(), id.key())),
+            &[b"http/1.1"],
+        )
+    };
+    let admin = ours.svid("spiffe://example.org/admin");
+    let me = client::get_once(server.addr, as_client(&admin), "/whoami")
+        .await
+        .unwrap();
+    assert_eq!(me.status, StatusCode::OK, "{name}");
+    assert_eq!(json(&me)["trust_bundle"], "example.org");
+    let web = ours.svid("spiffe://example.org/web");
+    let reply = client::get_once(server.addr, as_client(&web), "/admin")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name}");
+    // Another CA's SVID for our trust domain gets no HTTP answer.
+    let forged = common::pki::Ca::root("example.org CA").svid("spiffe://example.org/admin");
+    assert!(
+        client::get_once(server.addr, as_client(&forged), "/healthz")
+            .await
+            .is_err()
+    );
+
+    // A rotation reaches new handshakes.
+    let second = ours.issue(common::pki::server_svid_params(
+        "spiffe://example.org/server",
+    ));
+    serve(&second);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tls = client::connect(server.addr, as_client(&web)).await.unwrap();
+        if tls.get_ref().1.peer_certificates().unwrap()[0] == second.chain[0] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the rotation was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// The fake agent runs on the runtime's workers while `start` blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_server_spiffe_endpoint() {
+    spiffe_endpoint_contract("hyper_server").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_spiffe_endpoint() {
+    spiffe_endpoint_contract("axum_server").await;
+}
+
+#[test]
+fn spiffe_endpoint_flags_and_a_missing_agent_exit_2() {
+    for name in ["axum_server", "hyper_server", "tonic_server"] {
+        for args in [
+            &["--spiffe-endpoint", "http://127.0.0.1:1"][..],
+            &[
+                "--spiffe-endpoint",
+                "unix:/x.sock",
+                "--cert",
+                "a.pem",
+                "--key",
+                "b.pem",
+            ],
+            &[
+                "--spiffe-endpoint",
+                "unix:/x.sock",
+                "--spiffe-bundle",
+                "example.org=b.pem",
+            ],
+        ] {
+            let (code, stderr) = run_to_exit(name, args);
+            assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("--spiffe-endpoint"),
+                "{name} {args:?}: {stderr}"
+            );
+        }
+    }
+    // No agent: the servers wait 30 s for a first SVID, then exit 2 (all three at once).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let waiting: Vec<_> = ["axum_server", "hyper_server", "tonic_server"]
+        .into_iter()
+        .map(|name| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let (code, stderr) = run_to_exit(name, &["--spiffe-endpoint", &socket]);
+                (name, code, stderr, started.elapsed())
+            })
+        })
+        .collect();
+    for thread in waiting {
+        let (name, code, stderr, waited) = thread.join().unwrap();
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stderr.contains("X509-SVID"), "{name}: {stderr}");
+        assert!(
+            waited >= Duration::from_secs(29),
+            "{name} gave up after {waited:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn hyper_server_spiffe_bundles() {
     spiffe_contract("hyper_server").await;

@@ -123,6 +123,20 @@ pub fn svid_params(id: &str) -> CertificateParams {
     params
 }
 
+/// Leaf parameters for a server's X509-SVID `id` that is also valid for `localhost` (so that
+/// ordinary TLS clients' server-name check passes): EKU serverAuth and clientAuth.
+pub fn server_svid_params(id: &str) -> CertificateParams {
+    let mut params = svid_params(id);
+    params
+        .subject_alt_names
+        .push(SanType::DnsName("localhost".try_into().expect("DNS SAN")));
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params
+}
+
 impl Ca {
     /// A self-signed root.
     pub fn root(cn: &str) -> Ca {

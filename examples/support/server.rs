@@ -5,9 +5,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use tower_mtls::tls::{ClientAuth, MtlsConfigBuilder};
+use tower_mtls::workload_api::{
+    Endpoint, WorkloadApiClient, WorkloadApiSource, WorkloadApiWatcher,
+};
 use tower_mtls::{
     AuthContext, Decision, MtlsAcceptor, MtlsConfig, MtlsListener, Principal, SpiffeId,
 };
@@ -36,6 +41,12 @@ pub struct Args {
     /// --client-ca.
     #[arg(long = "spiffe-bundle", value_name = "TRUST_DOMAIN=PEM", value_parser = parse_spiffe_bundle)]
     pub spiffe_bundle: Vec<SpiffeBundleArg>,
+    /// The SPIFFE Workload API (`unix:/path/to/agent.sock` or `tcp:127.0.0.1:PORT`): the
+    /// server's certificate and key and every SPIFFE bundle come from it and follow its updates
+    /// (in place of --cert, --key and --spiffe-bundle; --client-ca and --crl still apply). The
+    /// server waits up to 30 s for the first X509-SVID, then gives up with exit code 2.
+    #[arg(long = "spiffe-endpoint", value_name = "ENDPOINT")]
+    pub spiffe_endpoint: Option<Endpoint>,
     /// CRL file (repeatable).
     #[arg(long, value_name = "PEM")]
     pub crl: Vec<PathBuf>,
@@ -96,28 +107,59 @@ pub enum Mode {
 /// `name` (`grpc` selects the printed client commands). Every failure is printed and becomes exit
 /// code 2.
 pub async fn start(name: &str, grpc: bool) -> Result<(Args, MtlsListener), ExitCode> {
-    let (args, config) = configure(name, grpc)?;
-    let listener = bind(name, &args, config).await?;
+    let (args, tls) = configure(name, grpc).await?;
+    let listener = bind(name, &args, tls).await?;
     Ok((args, listener))
 }
 
+/// The TLS configuration, and the Workload API source it came from (`--spiffe-endpoint`).
+pub struct Tls {
+    config: MtlsConfig,
+    source: Option<WorkloadApiSource>,
+}
+
+/// How long `--spiffe-endpoint` waits for the first X509-SVID.
+const FIRST_SVID_WAIT: Duration = Duration::from_secs(30);
+
+/// The Workload API follower of the process: it follows for as long as the server runs.
+static FOLLOWING: OnceLock<WorkloadApiWatcher> = OnceLock::new();
+
 /// The first half of [`start`]: flags, logging, TLS configuration.
-pub fn configure(name: &str, grpc: bool) -> Result<(Args, MtlsConfig), ExitCode> {
+pub async fn configure(name: &str, grpc: bool) -> Result<(Args, Tls), ExitCode> {
     let args = Args::parse();
     init_tracing();
     if args.policy.is_some() && name != "axum_server" {
         return Err(usage_error("--policy is supported by axum_server only"));
     }
-    let config = tls_builder(&args, if grpc { "grpc" } else { "http" })
-        .map_err(usage_error)?
-        .build()
-        .map_err(usage_error)?;
-    Ok((args, config))
+    let builder = tls_builder(&args, if grpc { "grpc" } else { "http" }).map_err(usage_error)?;
+    let tls = match &args.spiffe_endpoint {
+        None => Tls {
+            config: builder.build().map_err(usage_error)?,
+            source: None,
+        },
+        Some(endpoint) => {
+            println!("waiting for an X509-SVID from the Workload API at {endpoint}");
+            let client = WorkloadApiClient::new(endpoint.clone());
+            let (source, config) = WorkloadApiSource::connect(client, builder, FIRST_SVID_WAIT)
+                .await
+                .map_err(usage_error)?;
+            println!("serving as {}", source.material().svid().spiffe_id());
+            Tls {
+                config,
+                source: Some(source),
+            }
+        }
+    };
+    Ok((args, tls))
 }
 
 /// The second half of [`start`]: the listener.
-pub async fn bind(name: &str, args: &Args, config: MtlsConfig) -> Result<MtlsListener, ExitCode> {
-    let listener = MtlsListener::bind(args.listen, MtlsAcceptor::new(config))
+pub async fn bind(name: &str, args: &Args, tls: Tls) -> Result<MtlsListener, ExitCode> {
+    let acceptor = MtlsAcceptor::new(tls.config);
+    if let Some(source) = tls.source {
+        let _ = FOLLOWING.set(source.follow(&acceptor));
+    }
+    let listener = MtlsListener::bind(args.listen, acceptor)
         .await
         .map_err(|err| usage_error(format!("cannot listen on {}: {err}", args.listen)))?;
     println!("{name} listening on {}", listener.local_addr());
@@ -183,8 +225,18 @@ pub fn tls_builder(args: &Args, what: &str) -> Result<MtlsConfigBuilder, String>
         Mode::Required => ClientAuth::Required,
         Mode::Optional => ClientAuth::Optional,
     };
-    let builder = match &args.cert {
-        Some(cert) => {
+    let builder = match (&args.spiffe_endpoint, &args.cert) {
+        (Some(_), _) => {
+            if args.cert.is_some() || args.key.is_some() || !args.spiffe_bundle.is_empty() {
+                return Err("--spiffe-endpoint replaces --cert, --key and --spiffe-bundle: the Workload API gives the server's certificate, key and bundles".into());
+            }
+            let mut builder = MtlsConfig::builder();
+            for ca in &args.client_ca {
+                builder = builder.client_ca_pem_file(ca);
+            }
+            builder
+        }
+        (None, Some(cert)) => {
             let key = args.key.as_ref().ok_or("--cert needs --key")?;
             if args.client_ca.is_empty() && args.spiffe_bundle.is_empty() {
                 return Err("--cert needs at least one --client-ca or --spiffe-bundle".into());
@@ -200,7 +252,7 @@ pub fn tls_builder(args: &Args, what: &str) -> Result<MtlsConfigBuilder, String>
             }
             builder
         }
-        None => {
+        (None, None) => {
             if args.key.is_some() || !args.client_ca.is_empty() || !args.spiffe_bundle.is_empty() {
                 return Err("--key, --client-ca and --spiffe-bundle need --cert (without --cert a development PKI is minted)".into());
             }

@@ -223,6 +223,9 @@ impl MtlsAcceptor {
         // One snapshot for the whole handshake: the config that verified the chain is the one
         // whose generation the connection records, and the one its tickets name.
         let current = self.shared.trust.current_full();
+        if current.server_certificate_expired(SystemTime::now()) {
+            return Err(AcceptError::ServerCertificateExpired);
+        }
         let (accept, issuing) = if current.has_verifier() {
             // Sessions this connection issues say who verified their chain; they are believed
             // only if this call ends well (see `resumption`).

@@ -14,7 +14,7 @@ use crate::identity::spiffe_id::validate_trust_domain;
 use crate::identity::trust_bundle::{TrustBundle, validate_bundle_name};
 use crate::tls::bundles::{BundleInputs, RevocationRules, TrustBundles};
 use crate::tls::config_error::ConfigError;
-use crate::tls::pem::{Der, Source, check_is_ca, warn_if_expired};
+use crate::tls::pem::{Der, Source, check_is_ca, server_not_after};
 use crate::tls::provider::crypto_provider;
 use crate::tls::resumption::ResumedCheck;
 use crate::tls::verifier::BundleVerifier;
@@ -109,6 +109,9 @@ pub struct MtlsConfig {
     dyn_verifier: Arc<dyn ClientCertVerifier>,
     pub(crate) client_auth: ClientAuth,
     pub(crate) resumed_check: ResumedCheck,
+    // After this, the acceptor refuses new handshakes rather than present an expired
+    // certificate (a rotation that never came, or expired files).
+    pub(crate) server_not_after: Option<SystemTime>,
 }
 
 impl MtlsConfig {
@@ -390,7 +393,7 @@ impl MtlsConfigBuilder {
         }
 
         let (cert_origin, chain) = cert_source.certs()?;
-        warn_if_expired(&cert_origin, &chain);
+        let server_not_after = server_not_after(&cert_origin, &chain);
         let (key_origin, key) = key_source.key()?;
 
         let mut ca: Vec<(TrustBundle, Vec<TrustAnchor<'static>>)> = Vec::new();
@@ -494,6 +497,7 @@ impl MtlsConfigBuilder {
             dyn_verifier,
             client_auth: self.client_auth,
             resumed_check,
+            server_not_after,
         })
     }
 }

@@ -15,6 +15,9 @@ pub enum AcceptError {
     /// The client did not finish the handshake in time.
     #[error("TLS handshake did not complete within {0:?}")]
     Timeout(Duration),
+    /// The server's certificate has expired; no handshake was attempted.
+    #[error("the server certificate has expired; refusing new handshakes")]
+    ServerCertificateExpired,
     /// The TLS handshake failed: the client's certificate was refused, versions or suites did
     /// not match, or the client sent an alert. [`AcceptError::cause`] classifies it.
     #[error("TLS handshake failed: {0}")]
@@ -81,6 +84,9 @@ pub enum HandshakeFailure {
     InvalidSvid,
     /// A certificate without a SPIFFE ID where only SPIFFE bundles are configured.
     NoSpiffeId,
+    /// The server's own certificate has expired (files not renewed, or a Workload API SVID
+    /// with no replacement): the server refuses new handshakes rather than present it.
+    ServerCertificateExpired,
 }
 
 impl HandshakeFailure {
@@ -111,6 +117,7 @@ impl HandshakeFailure {
             HandshakeFailure::UnknownTrustDomain => "SPIFFE ID of a trust domain without a bundle",
             HandshakeFailure::InvalidSvid => "not a valid X509-SVID",
             HandshakeFailure::NoSpiffeId => "no SPIFFE ID (only SPIFFE bundles configured)",
+            HandshakeFailure::ServerCertificateExpired => "server certificate expired",
         }
     }
 }
@@ -126,6 +133,7 @@ impl AcceptError {
     pub fn cause(&self) -> HandshakeFailure {
         match self {
             AcceptError::Timeout(_) => HandshakeFailure::Timeout,
+            AcceptError::ServerCertificateExpired => HandshakeFailure::ServerCertificateExpired,
             AcceptError::Tls(e) => classify(e),
             AcceptError::ResumedCertificateRejected(_) => HandshakeFailure::ResumptionRevoked,
             AcceptError::Io(_) => HandshakeFailure::Io,
@@ -208,7 +216,7 @@ fn spiffe_cause(refusal: Option<&SpiffeRefusal>) -> HandshakeFailure {
 
 impl HandshakeFailure {
     /// Every cause, in a fixed order (the order of [`HandshakeStats::rejected`](crate::tls::HandshakeStats::rejected)).
-    pub const ALL: [HandshakeFailure; 22] = [
+    pub const ALL: [HandshakeFailure; 23] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::NoCertificate,
         HandshakeFailure::UnknownIssuer,
@@ -231,6 +239,7 @@ impl HandshakeFailure {
         HandshakeFailure::UnknownTrustDomain,
         HandshakeFailure::InvalidSvid,
         HandshakeFailure::NoSpiffeId,
+        HandshakeFailure::ServerCertificateExpired,
     ];
 
     pub(crate) fn index(self) -> usize {

@@ -216,9 +216,13 @@ pub(crate) fn check_is_ca(
     }
 }
 
-pub(crate) fn warn_if_expired(origin: &Origin, chain: &[CertificateDer<'_>]) {
+/// The server leaf's `notAfter`, warning when the certificate is outside its validity window.
+pub(crate) fn server_not_after(
+    origin: &Origin,
+    chain: &[CertificateDer<'_>],
+) -> Option<SystemTime> {
     let Some(Ok(cert)) = chain.first().map(|leaf| parse_cert(origin, 1, leaf)) else {
-        return;
+        return None;
     };
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -226,8 +230,10 @@ pub(crate) fn warn_if_expired(origin: &Origin, chain: &[CertificateDer<'_>]) {
         .unwrap_or(0);
     let validity = cert.validity();
     if validity.not_after.timestamp() < now {
-        tracing::warn!(file = %origin, not_after = %validity.not_after, "the server certificate has expired; clients will refuse it");
+        tracing::warn!(file = %origin, not_after = %validity.not_after, "the server certificate has expired; new handshakes are refused");
     } else if validity.not_before.timestamp() > now {
         tracing::warn!(file = %origin, not_before = %validity.not_before, "the server certificate is not valid yet; clients will refuse it");
     }
+    let secs = u64::try_from(validity.not_after.timestamp()).unwrap_or(0);
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -36,6 +37,8 @@ pub(crate) struct Snapshot {
     verifier: Option<Arc<BundleVerifier>>,
     pub(crate) generation: u64,
     pub(crate) resumed_check: ResumedCheck,
+    // The server leaf's notAfter (unknown for rustls configurations built elsewhere).
+    server_not_after: Option<SystemTime>,
 }
 
 impl Snapshot {
@@ -47,6 +50,7 @@ impl Snapshot {
             verifier: Some(config.verifier),
             generation: 0,
             resumed_check: config.resumed_check,
+            server_not_after: config.server_not_after,
         }
     }
 
@@ -58,7 +62,14 @@ impl Snapshot {
             verifier: None,
             generation: 0,
             resumed_check: ResumedCheck::Full,
+            server_not_after: None,
         }
+    }
+
+    /// Whether the server certificate has expired at `now`: new handshakes are then refused.
+    pub(crate) fn server_certificate_expired(&self, now: SystemTime) -> bool {
+        self.server_not_after
+            .is_some_and(|not_after| now > not_after)
     }
 
     /// Whether this snapshot can re-verify chains (and so allows resumption).
@@ -133,6 +144,7 @@ impl TrustState {
             verifier: Some(config.verifier),
             generation,
             resumed_check: config.resumed_check,
+            server_not_after: config.server_not_after,
         }));
         self.generation.store(generation, Ordering::Release);
         generation

@@ -64,6 +64,7 @@ mod backoff;
 mod client;
 mod endpoint;
 mod material;
+mod source;
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 #[rustfmt::skip]
 mod pb;
@@ -75,3 +76,4 @@ pub use backoff::Backoff;
 pub use client::{SECURITY_HEADER, StreamError, WorkloadApiClient, WorkloadEvent, WorkloadEvents};
 pub use endpoint::{ENDPOINT_ENV, Endpoint, EndpointError};
 pub use material::{InvalidUpdate, MAX_HINT_LEN, SvidSelector, X509Material, X509Svid};
+pub use source::{SourceError, SourceStats, WorkloadApiSource, WorkloadApiWatcher};
