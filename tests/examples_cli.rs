@@ -357,7 +357,10 @@ async fn the_per_ip_cap_flag_is_enforced() {
             let mut h2 = client::http2_from(local, server.addr, config.clone()).await?;
             client::send2(&mut h2, client::get("/healthz")).await
         };
-        assert!(third.await.is_err(), "{name}: a third connection was served");
+        assert!(
+            third.await.is_err(),
+            "{name}: a third connection was served"
+        );
         let mut elsewhere = client::http2_from(other, server.addr, config.clone())
             .await
             .unwrap();

@@ -72,6 +72,18 @@ pub async fn connect_from(
     Ok(TlsConnector::from(config).connect(name, tcp).await?)
 }
 
+/// An HTTP/1.1 keep-alive connection from the loopback address `from`.
+pub async fn http1_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Result<http1::SendRequest<Full<Bytes>>, BoxError> {
+    let tls = connect_from(from, addr, config).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// An HTTP/2 connection from the loopback address `from`.
 pub async fn http2_from(
     from: std::net::IpAddr,

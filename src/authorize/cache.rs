@@ -204,6 +204,19 @@ pub struct DecisionCache<A, C: RequestClassifier = MethodAndPath> {
     max_bytes: usize,
 }
 
+/// Clones share the cached decisions and the counters.
+impl<A: Clone, C: RequestClassifier + Clone> Clone for DecisionCache<A, C> {
+    fn clone(&self) -> Self {
+        DecisionCache {
+            inner: self.inner.clone(),
+            classifier: self.classifier.clone(),
+            ttl: self.ttl,
+            shared: self.shared.clone(),
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
 impl<A: Authorizer> DecisionCache<A> {
     /// Caches `inner`'s decisions for [`DEFAULT_TTL`], in at most [`DEFAULT_MAX_BYTES`], keyed
     /// by certificate and [`MethodAndPath`].

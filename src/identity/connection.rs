@@ -129,16 +129,17 @@ impl ConnectionInfo {
             handshake_kind: conn.handshake_kind(),
             ..Facts::new(peer_addr, principal, roles)
         };
-        Ok(Self::new(facts, Some((trust, generation)), lease))
+        Ok(Self::from_facts(facts, Some((trust, generation)), lease))
     }
 
     /// A connection of `facts`, verified under `trust` at `generation`; without a trust state
-    /// it is never re-verified after reloads (its expiry is still checked).
-    pub(crate) fn from_facts(facts: Facts, trust: Option<(Arc<TrustState>, u64)>) -> Self {
-        Self::new(facts, trust, None)
-    }
-
-    fn new(facts: Facts, trust: Option<(Arc<TrustState>, u64)>, lease: Option<Lease>) -> Self {
+    /// it is never re-verified after reloads (its expiry is still checked). `lease` is its place
+    /// in a listener's counts, freed with the last clone.
+    pub(crate) fn from_facts(
+        facts: Facts,
+        trust: Option<(Arc<TrustState>, u64)>,
+        lease: Option<Lease>,
+    ) -> Self {
         let (trust, generation) = match trust {
             Some((trust, generation)) => (Some(trust), generation),
             None => (None, 0),
