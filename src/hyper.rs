@@ -61,7 +61,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
@@ -457,13 +457,17 @@ impl<M> Serving<M> {
 
 /// Serves one connection until it ends, closing it gracefully when it is idle, too old, asked
 /// to close or the server shuts down, and dropping it when that takes too long.
+///
+/// The timers and signals are watched by a task of their own ([`watch_connection`]), which
+/// tells this one what to do through a channel: the connection's task then polls one cheap
+/// receiver on each wake-up, instead of timers and shared notifications.
 async fn serve_one<IO, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     timeouts: &HttpTimeouts,
     service: S,
     stream: TlsStream<IO>,
     info: ConnectionInfo,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) -> Result<(), BoxError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -478,23 +482,77 @@ where
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let too_old = timeouts.max_age.map(|age| later(opened, age));
-    let mut idle_check = timeouts.idle.map(|idle| later(opened, idle));
-    // Set once a graceful close has begun: when to give up on it (`None`: at the drain
-    // timeout, for a shutdown).
-    let mut closing: Option<Option<Instant>> = None;
-    let mut phase_open = true;
+    let (tell, mut told) = mpsc::channel(2);
+    let peer = info.peer_addr();
+    tokio::spawn(watch_connection(
+        tell, info, activity, *timeouts, phase, opened,
+    ));
+    let mut closing = false;
+    // When to give up on a graceful close and drop the connection.
+    let mut give_up: Option<Instant> = None;
     loop {
-        let close_by = closing.flatten();
-        let why = tokio::select! {
+        tokio::select! {
+            biased;
             served = conn.as_mut() => return served,
-            () = sleep_until(close_by) => {
-                tracing::debug!(peer = %info.peer_addr(), "graceful close timed out; dropping the connection");
+            directive = told.recv() => match directive {
+                Some(Directive::Close { why, give_up: by }) => {
+                    if !closing {
+                        tracing::debug!(peer = %peer, reason = why.as_str(), "closing the connection gracefully");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    if let Some(by) = by {
+                        give_up = Some(give_up.map_or(by, |current| current.min(by)));
+                    }
+                }
+                Some(Directive::Abort) => return Ok(()),
+                // The watcher is gone (its runtime is shutting down): serve to the end.
+                None => break,
+            },
+            () = sleep_until(give_up), if give_up.is_some() => {
+                tracing::debug!(peer = %peer, "graceful close timed out; dropping the connection");
                 return Ok(());
             }
+        }
+    }
+    conn.await
+}
+
+/// What [`watch_connection`] tells the connection's task.
+enum Directive {
+    /// Start a graceful close; drop the connection at `give_up` if it is still open then
+    /// (`None`: at the drain timeout's `Abort`).
+    Close {
+        why: Close,
+        give_up: Option<Instant>,
+    },
+    /// Past the drain timeout: drop the connection now.
+    Abort,
+}
+
+/// Watches one connection's timers (maximum age, idle) and signals (the server's phase, the
+/// connection's [`ConnectionInfo::request_close`]) until the connection ends.
+async fn watch_connection(
+    tell: mpsc::Sender<Directive>,
+    info: ConnectionInfo,
+    activity: Arc<Activity>,
+    timeouts: HttpTimeouts,
+    mut phase: watch::Receiver<Phase>,
+    opened: Instant,
+) {
+    let too_old = timeouts.max_age.map(|age| later(opened, age));
+    let mut idle_check = timeouts.idle.map(|idle| later(opened, idle));
+    let mut closing = false;
+    let mut phase_open = true;
+    loop {
+        let why = tokio::select! {
+            () = tell.closed() => return,
             changed = phase.changed(), if phase_open => match changed.map(|()| *phase.borrow_and_update()) {
                 Ok(Phase::Serving) => continue,
-                Ok(Phase::Abort) => return Ok(()),
+                Ok(Phase::Abort) => {
+                    let _ = tell.send(Directive::Abort).await;
+                    return;
+                }
                 Ok(Phase::Draining) => Close::Shutdown,
                 // The server is gone without a word: finish gracefully all the same.
                 Err(_) => {
@@ -502,8 +560,8 @@ where
                     Close::Shutdown
                 }
             },
-            () = sleep_until(too_old), if closing.is_none() => Close::MaxAge,
-            () = sleep_until(idle_check), if closing.is_none() => {
+            () = sleep_until(too_old), if !closing => Close::MaxAge,
+            () = sleep_until(idle_check), if !closing => {
                 let idle = timeouts.idle.unwrap_or(Duration::MAX);
                 match activity.idle_until(idle, Instant::now()) {
                     Some(next) => {
@@ -513,16 +571,16 @@ where
                     None => Close::Idle,
                 }
             }
-            () = info.close_requested(), if closing.is_none() => Close::Requested,
+            () = info.close_requested(), if !closing => Close::Requested,
         };
-        if closing.is_none() {
-            tracing::debug!(peer = %info.peer_addr(), reason = why.as_str(), "closing the connection gracefully");
-            conn.as_mut().graceful_shutdown();
-        }
-        closing = Some(match why {
-            Close::Shutdown => closing.flatten(),
+        let give_up = match why {
+            Close::Shutdown => None,
             _ => Some(later(Instant::now(), timeouts.graceful_close)),
-        });
+        };
+        if tell.send(Directive::Close { why, give_up }).await.is_err() {
+            return;
+        }
+        closing = true;
     }
 }
 
