@@ -256,7 +256,11 @@ async fn serve_mtls(listener: TcpListener, config: MtlsConfig) {
     let service = ServiceBuilder::new()
         .layer(MtlsAuthLayer::new(AllowAnyVerified))
         .service_fn(hello);
-    let listener = MtlsListener::from_tcp(listener, MtlsAcceptor::new(config)).expect("listener");
+    // The load generator is one client address: lift the per-address cap for the memory run.
+    let listener = MtlsListener::builder(MtlsAcceptor::new(config))
+        .max_connections_per_ip(MAX_MEMORY_CONNS + 100)
+        .from_tcp(listener)
+        .expect("listener");
     tower_mtls::hyper::serve(listener, service).await;
 }
 

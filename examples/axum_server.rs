@@ -119,13 +119,13 @@ async fn main() -> ExitCode {
         }
         _ => app(AdminRule::from_args(&args)),
     };
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<ConnectionInfo>(),
-    )
-    .with_graceful_shutdown(server::ctrl_c())
-    .await;
-    server::exit_code(served)
+    // `tower_mtls::axum::serve`, not `axum::serve`: it has the HTTP timeouts (header read, idle,
+    // max connection age) and puts `ConnectInfo<ConnectionInfo>` in every request.
+    tower_mtls::axum::serve(listener, app)
+        .timeouts(args.http_timeouts())
+        .with_graceful_shutdown(server::ctrl_c(), std::time::Duration::from_secs(10))
+        .await;
+    ExitCode::SUCCESS
 }
 
 #[cfg(unix)]

@@ -100,12 +100,9 @@ async fn main() -> ExitCode {
             Ok::<_, Infallible>(response)
         }
     });
-    tower_mtls::hyper::serve_with_shutdown(
-        listener,
-        app,
-        server::ctrl_c(),
-        Duration::from_secs(10),
-    )
-    .await;
+    tower_mtls::hyper::Server::new(listener)
+        .timeouts(args.http_timeouts())
+        .serve_with_shutdown(app, server::ctrl_c(), Duration::from_secs(10))
+        .await;
     ExitCode::SUCCESS
 }

@@ -51,7 +51,14 @@ async fn main() -> ExitCode {
         );
         req
     };
+    // tonic's server has its own HTTP/2 settings: give it the library's ping and maximum
+    // connection age. (It has no header-read or idle timeout; the listener's handshake
+    // timeout and connection caps apply as for the other servers.)
     let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(tower_mtls::hyper::DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(tower_mtls::hyper::DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT))
+        .max_connection_age(tower_mtls::hyper::DEFAULT_MAX_CONNECTION_AGE)
+        .max_connection_age_grace(tower_mtls::hyper::DEFAULT_GRACEFUL_CLOSE_TIMEOUT)
         .layer(tower::ServiceBuilder::new().map_request(log_request))
         .layer(MtlsAuthLayer::new(authorizer(AdminRule::from_args(&args))))
         .add_service(health)

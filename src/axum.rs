@@ -7,6 +7,10 @@
 //!   request carries the connection's [`ConnectionInfo`]; [`MtlsAuthLayer`](crate::MtlsAuthLayer)
 //!   finds it there exactly as on the other stacks.
 //! - [`Principal`] and [`ConnectionInfo`] are extractors; `Option<Principal>` too.
+//! - [`serve`] serves a `Router` with the HTTP timeouts of [`HttpTimeouts`] (axum's own
+//!   `serve` has none: no header-read timeout, idle connections kept forever), inserting
+//!   `ConnectInfo<ConnectionInfo>` as `into_make_service_with_connect_info` would, so
+//!   extractors and the layer work unchanged. Prefer it to `axum::serve`.
 //!
 //! ```no_run
 //! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
@@ -23,14 +27,22 @@
 //!     .route("/healthz", get(|| async { "ok" }));        // public
 //!
 //! let listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<ConnectionInfo>()).await
+//! tower_mtls::axum::serve(listener, app).await;
+//! // or, without HTTP timeouts:
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<ConnectionInfo>()).await
+//! # Ok(())
 //! # }
 //! ```
 
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +52,7 @@ use http::request::Parts;
 use bytes::Bytes;
 
 use crate::audit;
+use crate::hyper::{HttpTimeouts, Server};
 use crate::identity::connection::ConnectionInfo;
 use crate::identity::lookup::{authenticate, connection_of};
 use crate::identity::principal::Principal;
@@ -64,6 +77,73 @@ impl Listener for MtlsListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(MtlsListener::local_addr(self))
+    }
+}
+
+/// Serves `router` on `listener` with the default [`HttpTimeouts`]; every request carries
+/// `ConnectInfo<ConnectionInfo>`. Await it, or set options first:
+///
+/// ```no_run
+/// # async fn run(listener: tower_mtls::MtlsListener, app: axum::Router) {
+/// use std::time::Duration;
+/// use tower_mtls::hyper::HttpTimeouts;
+///
+/// tower_mtls::axum::serve(listener, app)
+///     .timeouts(HttpTimeouts::default().idle_timeout(Duration::from_secs(30)))
+///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }, Duration::from_secs(10))
+///     .await;
+/// # }
+/// ```
+pub fn serve(listener: MtlsListener, router: Router) -> Serve {
+    Serve {
+        server: Server::new(listener),
+        router,
+    }
+}
+
+/// The future of [`serve`] and its options.
+#[must_use = "does nothing unless awaited"]
+#[derive(Debug)]
+pub struct Serve {
+    server: Server,
+    router: Router,
+}
+
+impl Serve {
+    /// Uses `timeouts` instead of the defaults.
+    pub fn timeouts(mut self, timeouts: HttpTimeouts) -> Self {
+        self.server = self.server.timeouts(timeouts);
+        self
+    }
+
+    /// Serves until `shutdown` completes, then drains: see
+    /// [`serve_with_shutdown`](crate::hyper::serve_with_shutdown).
+    pub async fn with_graceful_shutdown<F>(self, shutdown: F, drain_timeout: Duration)
+    where
+        F: Future<Output = ()>,
+    {
+        let router = self.router;
+        self.server
+            .run(
+                move |info: &ConnectionInfo| {
+                    tower_http::add_extension::AddExtension::new(
+                        router.clone(),
+                        ConnectInfo(info.clone()),
+                    )
+                },
+                shutdown,
+                drain_timeout,
+            )
+            .await
+    }
+}
+
+impl IntoFuture for Serve {
+    type Output = ();
+    type IntoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.with_graceful_shutdown(std::future::pending(), Duration::MAX))
     }
 }
 

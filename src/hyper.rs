@@ -3,7 +3,8 @@
 //! [`serve`] takes the finished connections of an [`MtlsListener`] (which runs every TLS
 //! handshake in its own task, so a stalled client never holds up the accept loop), attaches
 //! the connection's [`ConnectionInfo`] to every request, and serves HTTP/1.1 or HTTP/2 as the
-//! client negotiated. [`serve_with_shutdown`] adds graceful shutdown.
+//! client negotiated. [`serve_with_shutdown`] adds graceful shutdown; [`Server`] sets the
+//! HTTP timeouts ([`HttpTimeouts`], all on by default).
 //!
 //! ```no_run
 //! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
@@ -25,18 +26,43 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Timeouts
+//! hyper never closes an idle keep-alive connection by itself, and its header-read timeout is
+//! silently off without a timer; this module sets both up, and more (see [`HttpTimeouts`] for
+//! the defaults and where they come from):
+//!
+//! ```no_run
+//! # async fn run(listener: tower_mtls::MtlsListener, service: tower::util::BoxCloneService<http::Request<hyper::body::Incoming>, http::Response<String>, std::convert::Infallible>) {
+//! use std::time::Duration;
+//! use tower_mtls::hyper::{HttpTimeouts, Server};
+//!
+//! let timeouts = HttpTimeouts::default()
+//!     .header_read_timeout(Duration::from_secs(10))
+//!     .idle_timeout(Duration::from_secs(30))
+//!     .max_connection_age(Duration::from_secs(600));
+//! Server::new(listener).timeouts(timeouts).serve(service).await;
+//! # }
+//! ```
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
 use tower_service::Service;
@@ -47,6 +73,127 @@ use crate::tls::listener::MtlsListener;
 
 /// Errors from serving one connection.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Default [`HttpTimeouts::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`HttpTimeouts::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Default interval of [`HttpTimeouts::http2_keep_alive`].
+pub const DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default timeout of [`HttpTimeouts::http2_keep_alive`].
+pub const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default [`HttpTimeouts::max_connection_age`].
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// Default [`HttpTimeouts::graceful_close_timeout`].
+pub const DEFAULT_GRACEFUL_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP-level timeouts of [`Server`] (and of [`serve`], which uses the defaults).
+///
+/// | timeout | default | nginx | Envoy |
+/// |---|---|---|---|
+/// | [header read](Self::header_read_timeout) | 30 s | `client_header_timeout` 60 s | `request_headers_timeout` off |
+/// | [idle](Self::idle_timeout) | 75 s | `keepalive_timeout` 75 s | `idle_timeout` 1 h |
+/// | [HTTP/2 ping](Self::http2_keep_alive) | every 60 s, 20 s to answer | — | `connection_keepalive` off |
+/// | [max connection age](Self::max_connection_age) | 1 h | `keepalive_time` 1 h | `max_connection_duration` off |
+/// | [graceful close](Self::graceful_close_timeout) | 30 s | — | `drain_timeout` 5 s |
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mtls::hyper::HttpTimeouts;
+///
+/// let strict = HttpTimeouts::default()
+///     .header_read_timeout(Duration::from_secs(5))
+///     .idle_timeout(Duration::from_secs(15))
+///     .http2_keep_alive(None, Duration::from_secs(20)); // no pings
+/// # let _ = strict;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    header_read: Option<Duration>,
+    idle: Option<Duration>,
+    keep_alive_interval: Option<Duration>,
+    keep_alive_timeout: Duration,
+    max_age: Option<Duration>,
+    graceful_close: Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            header_read: Some(DEFAULT_HEADER_READ_TIMEOUT),
+            idle: Some(DEFAULT_IDLE_TIMEOUT),
+            keep_alive_interval: Some(DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL),
+            keep_alive_timeout: DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT,
+            max_age: Some(DEFAULT_MAX_CONNECTION_AGE),
+            graceful_close: DEFAULT_GRACEFUL_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl HttpTimeouts {
+    /// HTTP/1.1: a client must send a request's complete header within this time, or the
+    /// connection is closed (default 30 s; `None` turns it off). hyper starts the timer
+    /// whenever it waits for a request head, so it also bounds how long a kept-alive HTTP/1.1
+    /// connection may sit between requests. (HTTP/2 has no per-request header timer; a
+    /// connection on which no request completes is closed by the idle timeout.)
+    pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.header_read = timeout.into();
+        self
+    }
+
+    /// A connection with no request in flight for this long is closed gracefully (default
+    /// 75 s; `None` turns it off). A request is in flight from its header to the end of its
+    /// response body.
+    pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle = timeout.into();
+        self
+    }
+
+    /// HTTP/2: send a PING every `interval` and close the connection if it is not answered
+    /// within `timeout` (default every 60 s, 20 s to answer; `None` sends none). Finds dead
+    /// peers on connections with long requests; pings do not count as activity for the idle
+    /// timeout.
+    pub fn http2_keep_alive(
+        mut self,
+        interval: impl Into<Option<Duration>>,
+        timeout: Duration,
+    ) -> Self {
+        self.keep_alive_interval = interval.into();
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// A connection open this long is closed gracefully (HTTP/2 GOAWAY, HTTP/1.1
+    /// `Connection: close` after the response in progress), whatever it is doing: clients
+    /// reconnect, and long-lived connections move to new server instances and new trust
+    /// configurations (default 1 h; `None` turns it off).
+    pub fn max_connection_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.max_age = age.into();
+        self
+    }
+
+    /// How long a connection asked to close (max age, idle,
+    /// [`ConnectionInfo::request_close`]) may take to finish its requests in flight before it
+    /// is dropped (default 30 s). Shutdown has its own drain timeout.
+    pub fn graceful_close_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_close = timeout;
+        self
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.keep_alive_interval)
+            .keep_alive_timeout(self.keep_alive_timeout);
+        builder
+    }
+}
 
 /// The services [`serve`] and [`serve_connection`] take: a cloneable tower service of hyper
 /// requests whose futures can move between threads. Implemented for every such service.
@@ -81,8 +228,8 @@ where
 {
 }
 
-/// Serves one finished TLS connection: every request gets `info` in its extensions, and
-/// HTTP/1.1 or HTTP/2 is spoken as the client chose.
+/// Serves one finished TLS connection with the default [`HttpTimeouts`]: every request gets
+/// `info` in its extensions, and HTTP/1.1 or HTTP/2 is spoken as the client chose.
 pub async fn serve_connection<IO, S, B>(
     stream: TlsStream<IO>,
     info: ConnectionInfo,
@@ -93,27 +240,28 @@ where
     S: HttpService<B>,
     B: HttpBody,
 {
-    let service = TowerToHyperService::new(AddExtension::new(service, info));
-    auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await
+    let timeouts = HttpTimeouts::default();
+    // Never shut down: the sender lives as long as the connection.
+    let (_serving, phase) = watch::channel(Phase::Serving);
+    let service = AddExtension::new(service, info.clone());
+    serve_one(&timeouts.builder(), &timeouts, service, stream, info, phase).await
 }
 
-/// Serves every connection of `listener` with `service`, forever (or until the listener is
-/// closed).
+/// Serves every connection of `listener` with `service` and the default [`HttpTimeouts`],
+/// forever (or until the listener is closed).
 pub async fn serve<S, B>(listener: MtlsListener, service: S)
 where
     S: HttpService<B>,
     B: HttpBody,
 {
-    serve_with_shutdown(listener, service, std::future::pending(), Duration::MAX).await
+    Server::new(listener).serve(service).await
 }
 
 /// Like [`serve`], until `shutdown` completes: then the listener stops accepting, open
 /// connections are asked to finish (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` after the
 /// current request), and any still open after `drain_timeout` are closed.
 pub async fn serve_with_shutdown<S, B, F>(
-    mut listener: MtlsListener,
+    listener: MtlsListener,
     service: S,
     shutdown: F,
     drain_timeout: Duration,
@@ -122,101 +270,481 @@ pub async fn serve_with_shutdown<S, B, F>(
     B: HttpBody,
     F: Future<Output = ()>,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let (abort, aborted) = tokio::sync::watch::channel(false);
-    let connection = Connection {
-        builder: auto::Builder::new(TokioExecutor::new()),
-        service,
-    };
-    match listener.take_accept_loop() {
-        // The usual case: each connection is served by the task that ran its handshake.
-        Some(accept_loop) => {
-            // The service moves in (it need not be `Sync`); the shutdown signals are shared.
-            let (graceful, aborted) = (&graceful, &aborted);
-            let handoff = move || ServeConnection {
-                connection: connection.clone(),
-                watcher: graceful.watcher(),
-                aborted: aborted.clone(),
-                body: PhantomData,
-            };
-            accept_loop.run(handoff, shutdown).await;
+    Server::new(listener)
+        .serve_with_shutdown(service, shutdown, drain_timeout)
+        .await
+}
+
+/// [`serve`] with options: the [`HttpTimeouts`].
+///
+/// ```no_run
+/// # async fn run(listener: tower_mtls::MtlsListener, service: tower::util::BoxCloneService<http::Request<hyper::body::Incoming>, http::Response<String>, std::convert::Infallible>) {
+/// use std::time::Duration;
+/// use tower_mtls::hyper::{HttpTimeouts, Server};
+///
+/// Server::new(listener)
+///     .timeouts(HttpTimeouts::default().idle_timeout(Duration::from_secs(30)))
+///     .serve_with_shutdown(service, async { let _ = tokio::signal::ctrl_c().await; }, Duration::from_secs(10))
+///     .await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: MtlsListener,
+    timeouts: HttpTimeouts,
+}
+
+impl Server {
+    /// Serves `listener`'s connections with the default [`HttpTimeouts`].
+    pub fn new(listener: MtlsListener) -> Self {
+        Server {
+            listener,
+            timeouts: HttpTimeouts::default(),
         }
-        // Somebody already took connections from this listener: keep taking them from it.
-        None => {
-            tokio::pin!(shutdown);
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Some(accepted) = accepted else { break };
-                        let serving = connection.clone().serve(graceful.watcher(), aborted.clone(), accepted);
-                        tokio::spawn(serving);
+    }
+
+    /// Uses `timeouts`.
+    pub fn timeouts(mut self, timeouts: HttpTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Serves every connection with `service`, forever (or until the listener is closed).
+    pub async fn serve<S, B>(self, service: S)
+    where
+        S: HttpService<B>,
+        B: HttpBody,
+    {
+        self.serve_with_shutdown(service, std::future::pending(), Duration::MAX)
+            .await
+    }
+
+    /// Like [`serve`](Self::serve), until `shutdown` completes (see [`serve_with_shutdown`]).
+    pub async fn serve_with_shutdown<S, B, F>(
+        self,
+        service: S,
+        shutdown: F,
+        drain_timeout: Duration,
+    ) where
+        S: HttpService<B>,
+        B: HttpBody,
+        F: Future<Output = ()>,
+    {
+        self.run(
+            move |info: &ConnectionInfo| AddExtension::new(service.clone(), info.clone()),
+            shutdown,
+            drain_timeout,
+        )
+        .await
+    }
+
+    /// Serves every connection with the service `per_connection` makes for it (which attaches
+    /// the connection's info to requests as its stack expects).
+    pub(crate) async fn run<M, S, B, F>(
+        self,
+        per_connection: M,
+        shutdown: F,
+        drain_timeout: Duration,
+    ) where
+        M: Fn(&ConnectionInfo) -> S + Clone + Send + 'static,
+        S: HttpService<B>,
+        B: HttpBody,
+        F: Future<Output = ()>,
+    {
+        let Server {
+            mut listener,
+            timeouts,
+        } = self;
+        let (phase, _) = watch::channel(Phase::Serving);
+        let serving = Serving {
+            builder: timeouts.builder(),
+            timeouts,
+            per_connection,
+        };
+        match listener.take_accept_loop() {
+            // The usual case: each connection is served by the task that ran its handshake.
+            Some(accept_loop) => {
+                let phase = &phase;
+                let handoff = move || ServeConnection {
+                    serving: serving.clone(),
+                    phase: phase.subscribe(),
+                    body: PhantomData,
+                };
+                accept_loop.run(handoff, shutdown).await;
+            }
+            // Somebody already took connections from this listener: keep taking them from it.
+            None => {
+                tokio::pin!(shutdown);
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Some(accepted) = accepted else { break };
+                            let serving = serving.clone().serve(phase.subscribe(), accepted);
+                            tokio::spawn(serving);
+                        }
+                        () = &mut shutdown => break,
                     }
-                    () = &mut shutdown => break,
                 }
             }
         }
+        listener.close();
+        drop(listener);
+        phase.send_replace(Phase::Draining);
+        // Every connection (and handshake on its way to one) holds a receiver.
+        if tokio::time::timeout(drain_timeout, phase.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+            phase.send_replace(Phase::Abort);
+        }
     }
-    listener.close();
-    drop(listener);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
-        let _ = abort.send(true);
-    }
+}
+
+/// Where the server is in its life, as every connection sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Shutting down: finish what is in flight, then close.
+    Draining,
+    /// Past the drain timeout: close now.
+    Abort,
 }
 
 /// Serves one finished connection in its handshake task (the listener's [`Handoff`] for
 /// `serve`).
-struct ServeConnection<S, B> {
-    connection: Connection<S>,
-    watcher: hyper_util::server::graceful::Watcher,
-    aborted: tokio::sync::watch::Receiver<bool>,
+struct ServeConnection<M, B> {
+    serving: Serving<M>,
+    phase: watch::Receiver<Phase>,
     body: PhantomData<fn() -> B>,
 }
 
-impl<S, B> Handoff for ServeConnection<S, B>
+impl<M, S, B> Handoff for ServeConnection<M, B>
 where
+    M: Fn(&ConnectionInfo) -> S + Clone + Send + 'static,
     S: HttpService<B>,
     B: HttpBody,
 {
     fn deliver(self, accepted: Accepted) -> impl Future<Output = ()> + Send {
-        self.connection.serve(self.watcher, self.aborted, accepted)
+        self.serving.serve(self.phase, accepted)
     }
 }
 
 /// What serving one connection needs.
 #[derive(Clone)]
-struct Connection<S> {
+struct Serving<M> {
     builder: auto::Builder<TokioExecutor>,
-    service: S,
+    timeouts: HttpTimeouts,
+    per_connection: M,
 }
 
-impl<S> Connection<S> {
-    async fn serve<B>(
-        self,
-        watcher: hyper_util::server::graceful::Watcher,
-        mut aborted: tokio::sync::watch::Receiver<bool>,
-        (stream, info): Accepted,
-    ) where
+impl<M> Serving<M> {
+    async fn serve<S, B>(self, phase: watch::Receiver<Phase>, (stream, info): Accepted)
+    where
+        M: Fn(&ConnectionInfo) -> S,
         S: HttpService<B>,
         B: HttpBody,
     {
+        let service = (self.per_connection)(&info);
         let peer = info.peer_addr();
-        let service = TowerToHyperService::new(AddExtension::new(self.service, info));
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        if let Err(err) =
+            serve_one(&self.builder, &self.timeouts, service, stream, info, phase).await
+        {
+            tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// Serves one connection until it ends, closing it gracefully when it is idle, too old, asked
+/// to close or the server shuts down, and dropping it when that takes too long.
+///
+/// The timers and signals are watched by a task of their own ([`watch_connection`]), which
+/// tells this one what to do through a channel: the connection's task then polls one cheap
+/// receiver on each wake-up, instead of timers and shared notifications.
+async fn serve_one<IO, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    timeouts: &HttpTimeouts,
+    service: S,
+    stream: TlsStream<IO>,
+    info: ConnectionInfo,
+    phase: watch::Receiver<Phase>,
+) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<B>,
+    B: HttpBody,
+{
+    let opened = Instant::now();
+    let activity = Arc::new(Activity::new(opened));
+    let service = TowerToHyperService::new(Tracked {
+        inner: service,
+        activity: activity.clone(),
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let (tell, mut told) = mpsc::channel(2);
+    let peer = info.peer_addr();
+    tokio::spawn(watch_connection(
+        tell, info, activity, *timeouts, phase, opened,
+    ));
+    let mut closing = false;
+    // When to give up on a graceful close and drop the connection.
+    let mut give_up: Option<Instant> = None;
+    loop {
         tokio::select! {
-            served = watcher.watch(conn) => {
-                if let Err(err) = served {
-                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            biased;
+            served = conn.as_mut() => return served,
+            directive = told.recv() => match directive {
+                Some(Directive::Close { why, give_up: by }) => {
+                    if !closing {
+                        tracing::debug!(peer = %peer, reason = why.as_str(), "closing the connection gracefully");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    if let Some(by) = by {
+                        give_up = Some(give_up.map_or(by, |current| current.min(by)));
+                    }
+                }
+                Some(Directive::Abort) => return Ok(()),
+                // The watcher is gone (its runtime is shutting down): serve to the end.
+                None => break,
+            },
+            () = sleep_until(give_up), if give_up.is_some() => {
+                tracing::debug!(peer = %peer, "graceful close timed out; dropping the connection");
+                return Ok(());
+            }
+        }
+    }
+    conn.await
+}
+
+/// What [`watch_connection`] tells the connection's task.
+enum Directive {
+    /// Start a graceful close; drop the connection at `give_up` if it is still open then
+    /// (`None`: at the drain timeout's `Abort`).
+    Close {
+        why: Close,
+        give_up: Option<Instant>,
+    },
+    /// Past the drain timeout: drop the connection now.
+    Abort,
+}
+
+/// Watches one connection's timers (maximum age, idle) and signals (the server's phase, the
+/// connection's [`ConnectionInfo::request_close`]) until the connection ends.
+async fn watch_connection(
+    tell: mpsc::Sender<Directive>,
+    info: ConnectionInfo,
+    activity: Arc<Activity>,
+    timeouts: HttpTimeouts,
+    mut phase: watch::Receiver<Phase>,
+    opened: Instant,
+) {
+    let too_old = timeouts.max_age.map(|age| later(opened, age));
+    let mut idle_check = timeouts.idle.map(|idle| later(opened, idle));
+    let mut closing = false;
+    let mut phase_open = true;
+    loop {
+        let why = tokio::select! {
+            () = tell.closed() => return,
+            changed = phase.changed(), if phase_open => match changed.map(|()| *phase.borrow_and_update()) {
+                Ok(Phase::Serving) => continue,
+                Ok(Phase::Abort) => {
+                    let _ = tell.send(Directive::Abort).await;
+                    return;
+                }
+                Ok(Phase::Draining) => Close::Shutdown,
+                // The server is gone without a word: finish gracefully all the same.
+                Err(_) => {
+                    phase_open = false;
+                    Close::Shutdown
+                }
+            },
+            () = sleep_until(too_old), if !closing => Close::MaxAge,
+            () = sleep_until(idle_check), if !closing => {
+                let idle = timeouts.idle.unwrap_or(Duration::MAX);
+                match activity.idle_until(idle, Instant::now()) {
+                    Some(next) => {
+                        idle_check = Some(next);
+                        continue;
+                    }
+                    None => Close::Idle,
                 }
             }
-            // Past the drain timeout: drop the connection.
-            _ = aborted.wait_for(|aborted| *aborted) => {}
+            () = info.close_requested(), if !closing => Close::Requested,
+        };
+        let give_up = match why {
+            Close::Shutdown => None,
+            _ => Some(later(Instant::now(), timeouts.graceful_close)),
+        };
+        if tell.send(Directive::Close { why, give_up }).await.is_err() {
+            return;
         }
+        closing = true;
+    }
+}
+
+/// Why a connection is closed gracefully.
+#[derive(Clone, Copy, Debug)]
+enum Close {
+    Shutdown,
+    MaxAge,
+    Idle,
+    Requested,
+}
+
+impl Close {
+    fn as_str(self) -> &'static str {
+        match self {
+            Close::Shutdown => "server shutting down",
+            Close::MaxAge => "maximum connection age",
+            Close::Idle => "idle",
+            Close::Requested => "close requested",
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `start + after`, or a time too far away to matter when that overflows.
+fn later(start: Instant, after: Duration) -> Instant {
+    start
+        .checked_add(after)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// The requests in flight on one connection, and when the last one ended: what the idle
+/// timeout looks at, without a timer per request.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    // Nanoseconds after `opened` at which the last request ended.
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    fn new(opened: Instant) -> Self {
+        Activity {
+            opened,
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+
+    /// `None` if the connection has been idle for `idle` at `now`; otherwise when to look
+    /// again.
+    fn idle_until(&self, idle: Duration, now: Instant) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(later(now, idle));
+        }
+        let last_end = self.opened + Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+        let due = later(last_end, idle);
+        (due > now).then_some(due)
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight, from its header to the end of its response body.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let since = Instant::now().saturating_duration_since(activity.opened);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        activity.last_end.fetch_max(nanos, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts the requests of one connection in flight (see [`Activity`]).
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        TrackedFuture {
+            in_flight: Some(self.activity.begin()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request in flight until it is sent or dropped.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.in_flight.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

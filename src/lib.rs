@@ -50,16 +50,18 @@
 //! - [`tls`]: the TLS side — [`MtlsConfig`] (secure defaults, files checked at build time),
 //!   [`MtlsAcceptor`] (handshake → [`ConnectionInfo`], resumption checks,
 //!   [`reload`](MtlsAcceptor::reload), [`watch_files`](MtlsAcceptor::watch_files)),
-//!   [`MtlsListener`] (handshakes off the accept loop, timeout, in-flight cap, counters).
+//!   [`MtlsListener`] (handshakes off the accept loop, ClientHello deadline and timeout, caps
+//!   per client address and overall on handshakes and connections, counters).
 //! - [`identity`]: who the client is — [`Principal`], names, [`SpiffeId`], roles, and the
 //!   [`ConnectionInfo`] that every request of a connection carries.
 //! - [`authorize`]: who may do what — the [`Authorizer`] trait and a toolkit (matchers, rules,
 //!   caches, dry-run); [`policy`] reads rules from TOML (feature `policy`).
 //! - [`MtlsAuthLayer`] ([`layer`]): 401 without a verified identity, 403 when the authorizer
 //!   says no; [`reject`] builds those responses.
-//! - Stacks: [`hyper`] (`serve`, feature `hyper`), [`axum`] (`Listener`, extractors, feature
-//!   `axum`), [`tonic`] (`incoming`, `principal`, feature `tonic`); [`test_util`] (feature
-//!   `test-util`) builds principals and requests for unit tests of your authorizers.
+//! - Stacks: [`hyper`] (`serve`, `Server`, HTTP timeouts, feature `hyper`), [`axum`] (`serve`,
+//!   `Listener`, extractors, feature `axum`), [`tonic`] (`incoming`, `principal`, feature
+//!   `tonic`); [`test_util`] (feature `test-util`) builds principals and requests for unit
+//!   tests of your authorizers.
 //!
 //! # Features
 //! | feature | what it adds | default |
@@ -67,7 +69,7 @@
 //! | `aws-lc-rs` | aws-lc-rs as the rustls crypto provider | yes |
 //! | `ring` | ring as the provider (aws-lc-rs wins when both are on) | |
 //! | `hyper` | [`hyper::serve`]: hyper-util HTTP/1.1 + HTTP/2 server | |
-//! | `axum` | `MtlsListener` as an axum 0.8 `Listener`, extractors | |
+//! | `axum` | `axum::serve` with the HTTP timeouts, `MtlsListener` as an axum 0.8 `Listener`, extractors (implies `hyper`) | |
 //! | `tonic` | an incoming stream for tonic 0.14, request helpers | |
 //! | `policy` | TOML policy files (serde, toml) | |
 //! | `spiffe` | [`workload_api`]: X509-SVIDs and bundles from the SPIFFE Workload API | |

@@ -119,7 +119,7 @@ pub fn principal_from_der(chain: &[CertificateDer<'_>]) -> Result<Principal, Pri
 /// `127.0.0.1:0`, for handlers and extractors that read a [`ConnectionInfo`]. It has no TLS
 /// facts and is never re-verified; the certificate's expiry still counts.
 pub fn connection_info(principal: Option<Principal>, roles: Roles) -> ConnectionInfo {
-    ConnectionInfo::from_facts(Facts::new(TEST_PEER, principal, roles), None)
+    ConnectionInfo::from_facts(Facts::new(TEST_PEER, principal, roles), None, None)
 }
 
 /// A request as an [`Authorizer`] sees it, on a connection of a principal.
@@ -151,7 +151,7 @@ impl TestRequest {
             Some(self.principal.clone()),
             roles,
         );
-        self.connection = ConnectionInfo::from_facts(facts, None);
+        self.connection = ConnectionInfo::from_facts(facts, None, None);
         self
     }
 
@@ -168,7 +168,7 @@ impl TestRequest {
             Some(self.principal.clone()),
             self.connection.roles().clone(),
         );
-        self.connection = ConnectionInfo::from_facts(facts, None);
+        self.connection = ConnectionInfo::from_facts(facts, None, None);
         self
     }
 

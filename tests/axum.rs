@@ -209,3 +209,83 @@ async fn http2_requests_carry_the_principal() {
         assert_eq!(json(&reply)["common_name"], "alice");
     }
 }
+
+/// `tower_mtls::axum::serve`: the example router's statuses, `ConnectInfo<ConnectionInfo>`,
+/// the `ConnectionInfo` and `Principal` extractors, and the HTTP timeouts (an idle connection
+/// is closed), with graceful shutdown.
+#[tokio::test]
+async fn tower_mtls_axum_serve_keeps_connect_info_and_adds_timeouts() {
+    use axum::extract::ConnectInfo;
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &["admins"]);
+    let bob = setup.ca.client("bob", &["users"]);
+    let app = axum_server::app(rule()).route(
+        "/peer",
+        get(
+            |ConnectInfo(info): ConnectInfo<ConnectionInfo>,
+             direct: ConnectionInfo,
+             p: Principal| async move {
+                assert_eq!(info.peer_addr(), direct.peer_addr());
+                format!(
+                    "{} {}",
+                    info.peer_addr().ip(),
+                    p.common_name().unwrap_or("?")
+                )
+            },
+        ),
+    );
+    let listener = MtlsListener::bind(
+        "127.0.0.1:0",
+        MtlsAcceptor::new(setup.config(ClientAuth::Required)),
+    )
+    .await
+    .unwrap();
+    let addr = listener.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tower_mtls::axum::serve(listener, app)
+            .timeouts(
+                tower_mtls::hyper::HttpTimeouts::default().idle_timeout(Duration::from_millis(300)),
+            )
+            .with_graceful_shutdown(
+                async {
+                    let _ = stopped.await;
+                },
+                Duration::from_secs(2),
+            ),
+    );
+
+    let reply = client::get_once(addr, setup.client(Some(&alice)), "/peer")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "127.0.0.1 alice");
+    let admin = |id| client::get_once(addr, setup.client(Some(id)), "/admin");
+    assert_eq!(admin(&alice).await.unwrap().status, StatusCode::OK);
+    assert_eq!(admin(&bob).await.unwrap().status, StatusCode::FORBIDDEN);
+
+    let mut idle = client::http2(addr, setup.client(Some(&alice)))
+        .await
+        .unwrap();
+    assert_eq!(
+        client::status2(&mut idle, "/whoami").await.unwrap(),
+        StatusCode::OK
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !idle.is_closed() {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("graceful shutdown")
+        .unwrap();
+    assert!(
+        client::get_once(addr, setup.client(Some(&alice)), "/healthz")
+            .await
+            .is_err()
+    );
+}

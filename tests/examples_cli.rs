@@ -77,6 +77,30 @@ fn bad_flags_and_files_exit_2_with_a_message() {
 }
 
 #[test]
+fn bad_limit_and_timeout_values_exit_2() {
+    for name in ["axum_server", "hyper_server", "tonic_server"] {
+        let cases: &[&[&str]] = &[
+            &["--handshake-timeout", "0"],
+            &["--handshake-timeout=-1"],
+            &["--header-timeout", "soon"],
+            &["--idle-timeout", "NaN"],
+            &["--idle-timeout", "1e9"],
+            &["--max-connections", "0"],
+            &["--max-connections=-5"],
+            &["--max-connections-per-ip", "many"],
+            &["--max-connections-per-ip", "1.5"],
+        ];
+        for args in cases {
+            let (code, stderr) = run_to_exit(name, args);
+            assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+            let flag = args[0].split('=').next().unwrap_or_default();
+            assert!(stderr.contains(flag), "{name} {args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn unreadable_crl_exits_2_naming_the_file() {
     let setup = Setup::new();
     let dir = tempfile::tempdir().unwrap();
@@ -627,4 +651,94 @@ fn a_bad_policy_file_exits_2_naming_every_problem() {
     }
     let (code, stderr) = run_to_exit("hyper_server", &["--policy", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
+}
+
+/// `--max-connections-per-ip`: the built binaries hold two verified connections from one
+/// address open, close a third at once, and still serve another address.
+#[tokio::test]
+async fn the_per_ip_cap_flag_is_enforced() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = setup.ca.client("alice", &[]);
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    let other = std::net::IpAddr::from([127, 0, 0, 2]);
+    for name in ["hyper_server", "axum_server", "tonic_server"] {
+        let mut args = files(&setup, &dir);
+        args.extend(["--max-connections-per-ip".into(), "2".into()]);
+        let server = start(name, &args);
+        let config = setup.client(Some(&alice));
+        // Each connection answers a request before the next one opens: it is established.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut h2 = client::http2_from(local, server.addr, config.clone())
+                .await
+                .unwrap();
+            client::send2(&mut h2, client::get("/healthz"))
+                .await
+                .unwrap();
+            held.push(h2);
+        }
+        let third = async {
+            let mut h2 = client::http2_from(local, server.addr, config.clone()).await?;
+            client::send2(&mut h2, client::get("/healthz")).await
+        };
+        assert!(
+            third.await.is_err(),
+            "{name}: a third connection was served"
+        );
+        let mut elsewhere = client::http2_from(other, server.addr, config.clone())
+            .await
+            .unwrap();
+        client::send2(&mut elsewhere, client::get("/healthz"))
+            .await
+            .unwrap();
+        for h2 in &mut held {
+            client::send2(h2, client::get("/healthz")).await.unwrap();
+        }
+    }
+}
+
+/// `--idle-timeout` and `--header-timeout` on the HTTP servers: an idle HTTP/2 connection and
+/// a half-sent HTTP/1.1 request header are closed, within a bounded wait.
+#[tokio::test]
+async fn the_timeout_flags_are_enforced() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = setup.ca.client("alice", &[]);
+    for name in ["hyper_server", "axum_server"] {
+        let mut args = files(&setup, &dir);
+        args.extend([
+            "--idle-timeout".into(),
+            "0.3".into(),
+            "--header-timeout".into(),
+            "0.3".into(),
+        ]);
+        let server = start(name, &args);
+        let mut h2 = client::http2(server.addr, setup.client(Some(&alice)))
+            .await
+            .unwrap();
+        client::send2(&mut h2, client::get("/healthz"))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !h2.is_closed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: idle connection still open"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let mut tls = client::connect(server.addr, setup.client_h1(Some(&alice)))
+            .await
+            .unwrap();
+        use tokio::io::AsyncWriteExt;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n")
+            .await
+            .unwrap();
+        assert!(
+            client::closed_within(&mut tls, Duration::from_secs(10)).await,
+            "{name}: half-sent header still open"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tower::ServiceBuilder;
-use tower_mtls::tls::HandshakeFailure;
+use tower_mtls::tls::{HandshakeFailure, ShedCause};
 use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsListener};
 
 /// Runs `serve_with_shutdown` in a task; sending on the returned channel starts the shutdown.
@@ -87,14 +87,16 @@ async fn stalled_clients_do_not_delay_a_real_one() {
 }
 
 #[tokio::test]
-async fn in_flight_cap_holds_new_handshakes_until_a_slot_frees() {
+async fn a_full_in_flight_cap_sheds_the_oldest_stalled_handshake() {
     common::init_tracing();
     let setup = Setup::new();
     let alice = setup.ca.client("alice", &[]);
-    let timeout = Duration::from_millis(1500);
-    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap()).handshake_timeout(timeout);
+    // Long deadlines: whatever closes the stalled connections here is the shedding.
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap())
+        .client_hello_timeout(Duration::from_secs(60))
+        .handshake_timeout(Duration::from_secs(60));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let listener = MtlsListener::builder(acceptor)
+    let listener = MtlsListener::builder(acceptor.clone())
         .max_handshakes_in_flight(2)
         .from_tcp(tcp)
         .unwrap();
@@ -104,21 +106,34 @@ async fn in_flight_cap_holds_new_handshakes_until_a_slot_frees() {
         .service_fn(common::whoami);
     tokio::spawn(tower_mtls::hyper::serve(listener, service));
 
-    let _stalled = [
-        TcpStream::connect(addr).await.unwrap(),
-        TcpStream::connect(addr).await.unwrap(),
-    ];
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
+    let mut oldest = TcpStream::connect(addr).await.unwrap();
+    let mut newer = TcpStream::connect(addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while acceptor.stats().handshakes_in_flight < 2 {
+        assert!(Instant::now() < deadline, "{:?}", acceptor.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Both slots are taken by clients that sent nothing: a real client still gets in.
     let reply = client::get_once(addr, setup.client(Some(&alice)), "/")
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
-    // Both slots were taken by stalled clients until their timeout.
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(10), oldest.read(&mut buf))
+        .await
+        .expect("the oldest stalled handshake was shed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "expected EOF");
+    let stats = acceptor.stats();
+    assert_eq!(stats.shed(ShedCause::HandshakesInFlight), 1, "{stats:?}");
+    assert_eq!(stats.rejected(HandshakeFailure::Shed), 1);
+    assert_eq!(stats.rejected(HandshakeFailure::Timeout), 0);
+    // The newer one still holds its slot.
     assert!(
-        started.elapsed() >= timeout - Duration::from_millis(300),
-        "the cap did not hold: {:?}",
-        started.elapsed()
+        tokio::time::timeout(Duration::from_millis(200), newer.read(&mut buf))
+            .await
+            .is_err(),
+        "the newer stalled handshake is still in flight"
     );
 }
 

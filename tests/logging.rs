@@ -5,6 +5,7 @@ mod common;
 
 use common::{Setup, client, expect_rejected};
 use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceBuilder;
 use tower_mtls::tls::{ClientAuth, HandshakeFailure};
 use tower_mtls::{AuthContext, Decision, MtlsAcceptor, MtlsAuthLayer};
@@ -78,6 +79,119 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
         !everything.contains("PRIVATE KEY"),
         "key material in the logs"
     );
+}
+
+/// A flood of failed handshakes of one cause: a few events, then a summary with the number of
+/// the others; every one is still counted.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_one_cause_is_rate_limited_with_a_summary() {
+    let logs = common::LogCapture::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+
+    let setup = Setup::new();
+    let acceptor = MtlsAcceptor::new(setup.config(ClientAuth::Required));
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(tower_mtls::AllowAnyVerified))
+        .service_fn(common::whoami);
+    let (addr, _server) = common::start_acceptor(acceptor.clone(), service).await;
+
+    // Plain HTTP to a TLS port, all at once: a protocol error per connection.
+    const FLOOD: u64 = 60;
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD {
+        flood.spawn(async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = tcp.read_to_end(&mut rest).await;
+        });
+    }
+    flood.join_all().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while acceptor.stats().rejected(HandshakeFailure::Protocol) < FLOOD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            acceptor.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Summaries come when a one-second window ends, with no further event needed: wait until
+    // every failure is either logged or summarized.
+    let count = || {
+        let logged = logs
+            .lines("TLS handshake failed")
+            .iter()
+            .filter(|line| line.contains("cause=TLS protocol error"))
+            .count() as u64;
+        let suppressed: u64 = logs
+            .lines("similar events suppressed")
+            .iter()
+            .filter(|line| line.contains("TLS protocol error"))
+            .filter_map(|line| line.split("suppressed=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        (logged, suppressed)
+    };
+    while count().0 + count().1 < FLOOD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} of {FLOOD}:\n{}",
+            count(),
+            logs.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (logged, suppressed) = count();
+    assert_eq!(logged + suppressed, FLOOD);
+    assert!(
+        logged <= 30 && suppressed >= 30,
+        "{logged} logged, {suppressed} suppressed"
+    );
+}
+
+/// Peer-controlled text in a rejection event is escaped and truncated: a certificate name with
+/// a newline and a right-to-left override, and a long path.
+#[tokio::test(flavor = "current_thread")]
+async fn peer_controlled_fields_are_escaped_and_truncated() {
+    let logs = common::LogCapture::default();
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+
+    let setup = Setup::new();
+    let mallory = setup
+        .ca
+        .client("mallory\n2024-01-01 INFO forged\u{202e}gnp.exe", &["users"]);
+    let acceptor = MtlsAcceptor::new(setup.config(ClientAuth::Required));
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(tower_mtls::authorize_fn(
+            |_: &AuthContext<'_>| Decision::deny("no"),
+        )))
+        .service_fn(common::whoami);
+    let (addr, _server) = common::start_acceptor(acceptor, service).await;
+    let path = format!("/{}", "a".repeat(4000));
+    let reply = client::get_once(addr, setup.client(Some(&mallory)), &path)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    let text = logs.text();
+    let rejected = logs.lines("request rejected");
+    assert_eq!(rejected.len(), 1, "{text}");
+    let line = &rejected[0];
+    assert!(
+        line.contains("forged"),
+        "the name stays on the event's line: {text}"
+    );
+    assert!(line.contains("\\u{202e}"), "{line}");
+    assert!(!text.contains('\u{202e}'), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("2024-01-01")), "{text}");
+    assert!(
+        line.contains("…\" (+3745 bytes)"),
+        "the path is cut: {line}"
+    );
+    assert!(line.len() < 1500, "{} bytes", line.len());
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -59,6 +59,63 @@ pub async fn connect(
     Ok(TlsConnector::from(config).connect(name, tcp).await?)
 }
 
+/// [`connect`] from the loopback address `from` (127.0.0.x: another client address).
+pub async fn connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Result<TlsStream<TcpStream>, BoxError> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(addr).await?;
+    let name = ServerName::try_from("localhost")?;
+    Ok(TlsConnector::from(config).connect(name, tcp).await?)
+}
+
+/// An HTTP/1.1 keep-alive connection from the loopback address `from`.
+pub async fn http1_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Result<http1::SendRequest<Full<Bytes>>, BoxError> {
+    let tls = connect_from(from, addr, config).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// An HTTP/2 connection from the loopback address `from`.
+pub async fn http2_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Result<http2::SendRequest<Full<Bytes>>, BoxError> {
+    let tls = connect_from(from, addr, config).await?;
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Whether the server closes `io` (EOF or an error) within `wait`, reading and discarding
+/// whatever it sends meanwhile.
+pub async fn closed_within<IO>(io: &mut IO, wait: std::time::Duration) -> bool
+where
+    IO: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(wait, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// An HTTP/1.1 keep-alive connection.
 pub async fn http1(
     addr: SocketAddr,

@@ -63,6 +63,37 @@ pub struct Args {
     /// Authorization policy file (TOML); replaces the --admin-* rules.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Seconds a client has to complete the TLS handshake [default: the library's, 10].
+    #[arg(long = "handshake-timeout", value_name = "SECS", value_parser = parse_secs)]
+    pub handshake_timeout: Option<Duration>,
+    /// Seconds a client has to send a request's header, and to send the next one on a
+    /// kept-alive HTTP/1.1 connection [default: the library's, 30; HTTP servers only].
+    #[arg(long = "header-timeout", value_name = "SECS", value_parser = parse_secs)]
+    pub header_timeout: Option<Duration>,
+    /// Seconds a connection may stay open with no request in flight [default: the library's,
+    /// 75; HTTP servers only].
+    #[arg(long = "idle-timeout", value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// Connections open at once [default: the library's, 10000].
+    #[arg(long = "max-connections", value_name = "N", value_parser = parse_count)]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address [default: the library's, 256].
+    #[arg(long = "max-connections-per-ip", value_name = "N", value_parser = parse_count)]
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl Args {
+    /// The HTTP timeouts: the library's defaults, with the flags given.
+    pub fn http_timeouts(&self) -> tower_mtls::hyper::HttpTimeouts {
+        let mut timeouts = tower_mtls::hyper::HttpTimeouts::default();
+        if let Some(header) = self.header_timeout {
+            timeouts = timeouts.header_read_timeout(header);
+        }
+        if let Some(idle) = self.idle_timeout {
+            timeouts = timeouts.idle_timeout(idle);
+        }
+        timeouts
+    }
 }
 
 fn parse_spiffe(s: &str) -> Result<SpiffeId, String> {
@@ -95,6 +126,27 @@ fn parse_spiffe_bundle(s: &str) -> Result<SpiffeBundleArg, String> {
         trust_domain: trust_domain.to_owned(),
         pem: PathBuf::from(pem),
     })
+}
+
+/// A positive number of seconds (fractions allowed), at most a day.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s}: must be more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A positive whole number.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?}: must be a whole number of at least 1")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -131,6 +183,12 @@ pub async fn configure(name: &str, grpc: bool) -> Result<(Args, Tls), ExitCode> 
     if args.policy.is_some() && name != "axum_server" {
         return Err(usage_error("--policy is supported by axum_server only"));
     }
+    if grpc && (args.header_timeout.is_some() || args.idle_timeout.is_some()) {
+        tracing::warn!(
+            "--header-timeout and --idle-timeout do not apply to {name}: tonic's server has no \
+             header-read or idle timeout (the handshake timeout and connection caps do apply)"
+        );
+    }
     let builder = tls_builder(&args, if grpc { "grpc" } else { "http" }).map_err(usage_error)?;
     let tls = match &args.spiffe_endpoint {
         None => Tls {
@@ -153,13 +211,25 @@ pub async fn configure(name: &str, grpc: bool) -> Result<(Args, Tls), ExitCode> 
     Ok((args, tls))
 }
 
-/// The second half of [`start`]: the listener.
+/// The second half of [`start`]: the listener, with the handshake timeout and the connection
+/// caps of the flags.
 pub async fn bind(name: &str, args: &Args, tls: Tls) -> Result<MtlsListener, ExitCode> {
-    let acceptor = MtlsAcceptor::new(tls.config);
+    let mut acceptor = MtlsAcceptor::new(tls.config);
+    if let Some(timeout) = args.handshake_timeout {
+        acceptor = acceptor.handshake_timeout(timeout);
+    }
     if let Some(source) = tls.source {
         let _ = FOLLOWING.set(source.follow(&acceptor));
     }
-    let listener = MtlsListener::bind(args.listen, acceptor)
+    let mut listener = MtlsListener::builder(acceptor);
+    if let Some(n) = args.max_connections {
+        listener = listener.max_connections(n);
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        listener = listener.max_connections_per_ip(n);
+    }
+    let listener = listener
+        .bind(args.listen)
         .await
         .map_err(|err| usage_error(format!("cannot listen on {}: {err}", args.listen)))?;
     println!("{name} listening on {}", listener.local_addr());

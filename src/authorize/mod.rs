@@ -59,8 +59,8 @@ pub(crate) mod shadow;
 
 pub use authorizer::{IntoVerdict, Verdict, VerdictFuture};
 pub use cache::{
-    CacheStats, CachedDecision, DEFAULT_CAPACITY, DEFAULT_TTL, DecisionCache, MethodAndPath,
-    RequestClassifier,
+    CacheStats, CachedDecision, DEFAULT_CAPACITY, DEFAULT_MAX_BYTES, DEFAULT_TTL, DecisionCache,
+    ENTRY_BYTES, MethodAndPath, RequestClassifier,
 };
 pub use error::MatcherError;
 pub use matcher::{MatchExplanation, Matcher, all, any, not};

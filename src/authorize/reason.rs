@@ -42,6 +42,13 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Whether the text is a `&'static str` (and so costs nothing to keep).
+    pub(crate) fn is_static(&self) -> bool {
+        matches!(self.0, Repr::Static(_))
+    }
+}
+
 impl Deref for Reason {
     type Target = str;
     fn deref(&self) -> &str {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use rustls::pki_types::CertificateDer;
@@ -15,6 +15,7 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
 use crate::identity::trust_bundle::TrustBundle;
+use crate::tls::admission::Lease;
 use crate::tls::trust::TrustState;
 
 /// The facts of one TLS connection, shared by all its requests. Cloning is an `Arc` clone.
@@ -30,6 +31,17 @@ struct Details {
     // `generation << 1 | verified`: the trust generation the chain was last checked against,
     // and whether it passed. One atomic load per request while nothing was reloaded.
     checked: AtomicU64,
+    // The connection's place in its listener's counts, freed with the last clone (`None`
+    // outside a listener).
+    _lease: Option<Lease>,
+    close: CloseSignal,
+}
+
+/// A graceful close asked for by anyone holding the connection's info.
+#[derive(Default)]
+struct CloseSignal {
+    requested: AtomicBool,
+    notify: tokio::sync::Notify,
 }
 
 /// What a handshake established, as plain data.
@@ -101,6 +113,7 @@ impl ConnectionInfo {
         role_mapper: Option<&dyn RoleMapper>,
         trust: (Arc<TrustState>, u64),
         trust_bundle: TrustBundle,
+        lease: Option<Lease>,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
             .map(|chain| Principal::from_chain_verified_by(chain, trust_bundle))
@@ -118,12 +131,17 @@ impl ConnectionInfo {
             handshake_kind: conn.handshake_kind(),
             ..Facts::new(peer_addr, principal, roles)
         };
-        Ok(Self::from_facts(facts, Some(trust)))
+        Ok(Self::from_facts(facts, Some(trust), lease))
     }
 
     /// A connection of `facts`, verified under `trust` at `generation`; without a trust state
-    /// it is never re-verified after reloads (its expiry is still checked).
-    pub(crate) fn from_facts(facts: Facts, trust: Option<(Arc<TrustState>, u64)>) -> Self {
+    /// it is never re-verified after reloads (its expiry is still checked). `lease` is its place
+    /// in a listener's counts, freed with the last clone.
+    pub(crate) fn from_facts(
+        facts: Facts,
+        trust: Option<(Arc<TrustState>, u64)>,
+        lease: Option<Lease>,
+    ) -> Self {
         let (trust, generation) = match trust {
             Some((trust, generation)) => (Some(trust), generation),
             None => (None, 0),
@@ -133,7 +151,44 @@ impl ConnectionInfo {
                 facts,
                 trust,
                 checked: AtomicU64::new(generation << 1 | 1),
+                _lease: lease,
+                close: CloseSignal::default(),
             }),
+        }
+    }
+
+    /// Asks the server to close this connection gracefully. [`tower_mtls::hyper`](crate::hyper)
+    /// and [`tower_mtls::axum::serve`](crate::axum) then send HTTP/2 GOAWAY, or close an
+    /// HTTP/1.1 connection after the response in progress (`Connection: close`), and drop the
+    /// connection if its requests in flight have not finished within the graceful-close
+    /// timeout. Other servers can watch [`close_requested`](Self::close_requested).
+    ///
+    /// The listener's own reasons to close a connection (its maximum age, for example) use
+    /// the same path.
+    pub fn request_close(&self) {
+        let close = &self.inner.close;
+        close.requested.store(true, Ordering::Release);
+        close.notify.notify_waiters();
+    }
+
+    /// Whether [`request_close`](Self::request_close) was called on this connection.
+    pub fn is_close_requested(&self) -> bool {
+        self.inner.close.requested.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`request_close`](Self::request_close) is called on this connection
+    /// (immediately if it already was): the cue for a server loop to start closing it.
+    pub async fn close_requested(&self) {
+        let close = &self.inner.close;
+        loop {
+            let notified = close.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a request between the two is not missed.
+            notified.as_mut().enable();
+            if close.requested.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -1,23 +1,25 @@
-//! The accept loop behind [`MtlsListener`](crate::MtlsListener): TCP accepts, and every TLS
-//! handshake in a task of its own.
+//! The accept loop behind [`MtlsListener`](crate::MtlsListener): TCP accepts, admission, and
+//! every TLS handshake in a task of its own.
 //!
-//! The loop never waits on a handshake. What happens to a finished connection is up to a
-//! [`Handoff`], made in the loop for each TCP connection and moved into its handshake task: a
-//! channel sender for [`MtlsListener::accept`](crate::MtlsListener::accept), or, for
+//! The loop never waits on a handshake, and never stops calling `accept()`: the admission
+//! decides at once whether a new connection gets a handshake (shedding an older one if a cap
+//! is reached) or is closed. What happens to a finished connection is up to a [`Handoff`],
+//! made in the loop for each TCP connection and moved into its handshake task: a channel
+//! sender for [`MtlsListener::accept`](crate::MtlsListener::accept), or, for
 //! [`hyper::serve`](crate::hyper), what serving the connection needs, so that the connection
 //! is served by the task that ran its handshake.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 
+use crate::audit;
 use crate::identity::connection::ConnectionInfo;
 use crate::tls::acceptor::MtlsAcceptor;
+use crate::tls::admission::Admission;
 
 /// A finished mutual-TLS connection.
 pub type Accepted = (TlsStream<TcpStream>, ConnectionInfo);
@@ -34,13 +36,12 @@ pub(crate) struct AcceptLoop {
     pub(crate) listener: TcpListener,
     pub(crate) local_addr: SocketAddr,
     pub(crate) acceptor: MtlsAcceptor,
-    pub(crate) max_in_flight: usize,
+    pub(crate) admission: Admission,
 }
 
 impl AcceptLoop {
-    /// Accepts TCP connections until `stop` completes, running each handshake in its own task
-    /// (at most `max_in_flight` at once) and giving each finished connection to the handoff
-    /// `handoff_for` made for it.
+    /// Accepts TCP connections until `stop` completes, running each admitted handshake in its
+    /// own task and giving each finished connection to the handoff `handoff_for` made for it.
     pub(crate) async fn run<H: Handoff>(
         self,
         mut handoff_for: impl FnMut() -> H,
@@ -50,40 +51,40 @@ impl AcceptLoop {
             listener,
             local_addr,
             acceptor,
-            max_in_flight,
+            admission,
         } = self;
         // Bound to one address, every connection's local address is that one: no need for a
         // getsockname per connection. A wildcard bind has to ask, connection by connection.
         let fixed_local = (!local_addr.ip().is_unspecified()).then_some(local_addr);
-        let slots = Arc::new(Semaphore::new(max_in_flight));
         tokio::pin!(stop);
         loop {
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return, // the semaphore is never closed; defensive
-                },
-                () = &mut stop => return,
-            };
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(err) => {
                         // EMFILE and friends: back off instead of spinning, keep serving.
-                        tracing::warn!(error = %err, "TCP accept failed");
+                        audit::accept_failed(&err);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
                 () = &mut stop => return,
             };
+            let lease = match admission.admit(peer.ip()) {
+                Ok(lease) => lease,
+                Err(cause) => {
+                    // Closed at once, before any TLS work.
+                    drop(tcp);
+                    audit::connection_refused(peer, cause);
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let handoff = handoff_for();
             tokio::spawn(async move {
                 let local = fixed_local.or_else(|| tcp.local_addr().ok());
-                let result = acceptor.accept_with_addrs(tcp, peer, local).await;
-                drop(permit);
+                let result = acceptor.accept_leased(tcp, peer, local, Some(lease)).await;
                 if let Ok(accepted) = result {
                     handoff.deliver(accepted).await;
                 }

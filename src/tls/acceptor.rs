@@ -8,21 +8,27 @@ use std::time::{Duration, SystemTime};
 use rustls::{HandshakeKind, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::audit;
 use crate::identity::connection::{ConnectionInfo, peer_chain};
 use crate::identity::roles::RoleMapper;
 use crate::identity::trust_bundle::TrustBundle;
+use crate::tls::admission::{HelloReceived, Lease};
 use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
 use crate::tls::config_error::ConfigError;
 use crate::tls::handshake_error::AcceptError;
-use crate::tls::resumption::{Registry, ResumedCheck, chain_valid_at};
+use crate::tls::resumption::{Registry, ResumedCheck, TAG_LEN, chain_valid_at};
 use crate::tls::stats::{HandshakeCounters, HandshakeStats};
 use crate::tls::trust::{Snapshot, TrustState};
 
 /// Default time a client has to complete the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time a client has, from the TCP accept, to send its complete ClientHello.
+pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs server-side TLS handshakes and turns each finished one into a [`ConnectionInfo`].
 ///
@@ -35,8 +41,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// - [`reload`](Self::reload) swaps certificates, anchors and CRLs atomically for new
 ///   handshakes; connections already open are re-checked lazily on their next request (see
 ///   [`ConnectionInfo::revalidate`]).
+/// - Two deadlines: the ClientHello must be complete within
+///   [`client_hello_timeout`](Self::client_hello_timeout) (default 5 s; a client that sends
+///   nothing and one that sends part of a record are both cut off there), the whole handshake
+///   within [`handshake_timeout`](Self::handshake_timeout) (default 10 s).
 /// - Every failed handshake emits one `tracing` event with the peer address and a cause, and
-///   is counted ([`stats`](Self::stats)).
+///   is counted ([`stats`](Self::stats)); the events are rate-limited per cause.
 ///
 /// Clones share the configuration, the counters and the reload state.
 ///
@@ -64,6 +74,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MtlsAcceptor {
     shared: Arc<Shared>,
     handshake_timeout: Duration,
+    client_hello_timeout: Duration,
     role_mapper: Option<Arc<dyn RoleMapper>>,
 }
 
@@ -71,7 +82,8 @@ pub struct MtlsAcceptor {
 struct Shared {
     // Also held by every connection, to re-verify it after a reload.
     trust: Arc<TrustState>,
-    counters: HandshakeCounters,
+    // Also held by the listeners' admission control.
+    counters: Arc<HandshakeCounters>,
     // Which sessions' resumption data can be believed.
     resumption: Registry,
 }
@@ -80,6 +92,7 @@ impl std::fmt::Debug for MtlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MtlsAcceptor")
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("client_hello_timeout", &self.client_hello_timeout)
             .field("generation", &self.shared.trust.generation())
             .field("role_mapper", &self.role_mapper.is_some())
             .finish_non_exhaustive()
@@ -110,18 +123,34 @@ impl MtlsAcceptor {
         MtlsAcceptor {
             shared: Arc::new(Shared {
                 trust: Arc::new(TrustState::new(snapshot)),
-                counters: HandshakeCounters::default(),
+                counters: Arc::default(),
                 resumption: Registry::new(),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
             role_mapper: None,
         }
     }
 
-    /// How long a client has to complete the handshake (default 10 s).
+    /// How long a client has to complete the handshake, counted from the TCP accept
+    /// (default 10 s).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// How long a client has, from the TCP accept, to send its complete ClientHello (default
+    /// 5 s). A real client sends it in its first flight, one round trip after connecting;
+    /// what waits longer holds a handshake slot for nothing. A value at or above the
+    /// [`handshake_timeout`](Self::handshake_timeout) leaves only that one.
+    pub fn client_hello_timeout(mut self, timeout: Duration) -> Self {
+        self.client_hello_timeout = timeout;
+        self
+    }
+
+    /// The counters, for the admission control of the listeners using this acceptor.
+    pub(crate) fn counters(&self) -> Arc<HandshakeCounters> {
+        self.shared.counters.clone()
     }
 
     /// Maps each connection's principal to [`Roles`](crate::identity::Roles), once, at accept time.
@@ -200,7 +229,23 @@ impl MtlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let result = self.handshake(io, peer_addr, local_addr).await;
+        self.accept_leased(io, peer_addr, local_addr, None).await
+    }
+
+    /// [`accept_with_addrs`](Self::accept_with_addrs) for a connection the listener admitted:
+    /// the handshake ends early if the admission sheds it, and the finished connection must
+    /// still fit the listener's caps.
+    pub(crate) async fn accept_leased<IO>(
+        &self,
+        io: IO,
+        peer_addr: SocketAddr,
+        local_addr: Option<SocketAddr>,
+        lease: Option<Lease>,
+    ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let result = self.handshake(io, peer_addr, local_addr, lease).await;
         match &result {
             Ok(_) => self.shared.counters.record_accepted(),
             Err(err) => {
@@ -216,6 +261,7 @@ impl MtlsAcceptor {
         io: IO,
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
+        mut lease: Option<Lease>,
     ) -> Result<(TlsStream<IO>, ConnectionInfo), AcceptError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
@@ -226,22 +272,23 @@ impl MtlsAcceptor {
         if current.server_certificate_expired(SystemTime::now()) {
             return Err(AcceptError::ServerCertificateExpired);
         }
-        let (accept, issuing) = if current.has_verifier() {
-            // Sessions this connection issues say who verified their chain; they are believed
-            // only if this call ends well (see `resumption`).
-            let issuing = self.shared.resumption.begin(current.generation);
-            let tag = issuing.tag().encode();
-            let accept = current
-                .tls
-                .accept_with(io, |conn| conn.set_resumption_data(&tag));
-            (accept, Some(issuing))
-        } else {
-            (current.tls.accept(io), None)
+        let issuing = current
+            .has_verifier()
+            .then(|| self.shared.resumption.begin(current.generation));
+        let hello = lease.as_ref().map(Lease::hello_hook);
+        let tls = self.tls_handshake(
+            &current,
+            io,
+            issuing.as_ref().map(|i| i.tag().encode()),
+            hello,
+        );
+        let stream = match lease.as_mut() {
+            Some(lease) => tokio::select! {
+                stream = tls => stream?,
+                cause = lease.shed() => return Err(AcceptError::Shed(cause)),
+            },
+            None => tls.await?,
         };
-        let stream = tokio::time::timeout(self.handshake_timeout, accept)
-            .await
-            .map_err(|_| AcceptError::Timeout(self.handshake_timeout))?
-            .map_err(AcceptError::from_io)?;
         let (_, conn) = stream.get_ref();
         let reverified = if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
             self.recheck_resumed(&current, conn)?
@@ -255,6 +302,11 @@ impl MtlsAcceptor {
             (None, Some(chain)) => current.bundle_of(chain).map_err(AcceptError::Tls)?,
             (None, None) => TrustBundle::Unnamed,
         };
+        if let Some(lease) = lease.as_mut() {
+            lease
+                .establish(peer_chain(conn).is_none())
+                .map_err(AcceptError::Shed)?;
+        }
         let info = ConnectionInfo::from_connection(
             conn,
             peer_addr,
@@ -262,11 +314,51 @@ impl MtlsAcceptor {
             self.role_mapper.as_deref(),
             (self.shared.trust.clone(), current.generation),
             trust_bundle,
+            lease,
         )?;
         if let Some(issuing) = issuing {
             issuing.vouch();
         }
         Ok((stream, info))
+    }
+
+    /// The TLS part: the ClientHello under its deadline, then the rest under the whole
+    /// handshake's. Sessions this connection issues carry `resumption_tag`; they are believed
+    /// only if the whole accept ends well (see `resumption`).
+    async fn tls_handshake<IO>(
+        &self,
+        current: &Snapshot,
+        io: IO,
+        resumption_tag: Option<[u8; TAG_LEN]>,
+        hello: Option<HelloReceived>,
+    ) -> Result<TlsStream<IO>, AcceptError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let hello_limit = self.client_hello_timeout.min(self.handshake_timeout);
+        let hello_timeout = if self.client_hello_timeout < self.handshake_timeout {
+            AcceptError::ClientHelloTimeout(self.client_hello_timeout)
+        } else {
+            AcceptError::Timeout(self.handshake_timeout)
+        };
+        let read_hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = tokio::time::timeout_at(deadline(started, hello_limit), read_hello)
+            .await
+            .map_err(|_| hello_timeout)?
+            .map_err(AcceptError::from_io)?;
+        if let Some(hello) = hello {
+            hello.received();
+        }
+        let config = current.tls.config().clone();
+        let accept = match resumption_tag {
+            Some(tag) => start.into_stream_with(config, |conn| conn.set_resumption_data(&tag)),
+            None => start.into_stream(config),
+        };
+        tokio::time::timeout_at(deadline(started, self.handshake_timeout), accept)
+            .await
+            .map_err(|_| AcceptError::Timeout(self.handshake_timeout))?
+            .map_err(AcceptError::from_io)
     }
 
     /// Checks a resumed session's chain: in full with the current verifier, unless the session
@@ -312,6 +404,13 @@ impl MtlsAcceptor {
             )),
         }
     }
+}
+
+/// `start + timeout`, or a deadline too far away to matter when that overflows.
+fn deadline(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[derive(Debug)]

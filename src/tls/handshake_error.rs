@@ -18,6 +18,13 @@ pub enum AcceptError {
     /// The server's certificate has expired; no handshake was attempted.
     #[error("the server certificate has expired; refusing new handshakes")]
     ServerCertificateExpired,
+    /// The client did not send a complete ClientHello in time (it sent nothing, or part of a
+    /// record): see [`MtlsAcceptor::client_hello_timeout`](crate::MtlsAcceptor::client_hello_timeout).
+    #[error("no complete ClientHello within {0:?}")]
+    ClientHelloTimeout(Duration),
+    /// The listener closed the connection to stay within its limits: see [`ShedCause`].
+    #[error("connection shed: {0}")]
+    Shed(ShedCause),
     /// The TLS handshake failed: the client's certificate was refused, versions or suites did
     /// not match, or the client sent an alert. [`AcceptError::cause`] classifies it.
     #[error("TLS handshake failed: {0}")]
@@ -40,6 +47,11 @@ pub enum AcceptError {
 pub enum HandshakeFailure {
     /// Handshake timeout.
     Timeout,
+    /// No complete ClientHello before the ClientHello deadline.
+    ClientHelloTimeout,
+    /// Closed by the listener's admission control during or right after the handshake (the
+    /// [`ShedCause`] counters say why).
+    Shed,
     /// Client certificate required but none sent.
     NoCertificate,
     /// Client certificate does not chain to a configured CA.
@@ -94,6 +106,8 @@ impl HandshakeFailure {
     pub fn as_str(self) -> &'static str {
         match self {
             HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::ClientHelloTimeout => "no ClientHello in time",
+            HandshakeFailure::Shed => "shed by the listener's limits",
             HandshakeFailure::NoCertificate => "no client certificate",
             HandshakeFailure::UnknownIssuer => "unknown issuer",
             HandshakeFailure::Expired => "certificate expired",
@@ -134,6 +148,8 @@ impl AcceptError {
         match self {
             AcceptError::Timeout(_) => HandshakeFailure::Timeout,
             AcceptError::ServerCertificateExpired => HandshakeFailure::ServerCertificateExpired,
+            AcceptError::ClientHelloTimeout(_) => HandshakeFailure::ClientHelloTimeout,
+            AcceptError::Shed(_) => HandshakeFailure::Shed,
             AcceptError::Tls(e) => classify(e),
             AcceptError::ResumedCertificateRejected(_) => HandshakeFailure::ResumptionRevoked,
             AcceptError::Io(_) => HandshakeFailure::Io,
@@ -216,8 +232,10 @@ fn spiffe_cause(refusal: Option<&SpiffeRefusal>) -> HandshakeFailure {
 
 impl HandshakeFailure {
     /// Every cause, in a fixed order (the order of [`HandshakeStats::rejected`](crate::tls::HandshakeStats::rejected)).
-    pub const ALL: [HandshakeFailure; 23] = [
+    pub const ALL: [HandshakeFailure; 25] = [
         HandshakeFailure::Timeout,
+        HandshakeFailure::ClientHelloTimeout,
+        HandshakeFailure::Shed,
         HandshakeFailure::NoCertificate,
         HandshakeFailure::UnknownIssuer,
         HandshakeFailure::Expired,
@@ -248,5 +266,74 @@ impl HandshakeFailure {
             .iter()
             .position(|c| *c == self)
             .unwrap_or(0)
+    }
+}
+
+/// Why the listener closed a connection it had accepted, without serving it: the limits of
+/// [`MtlsListenerBuilder`](crate::tls::MtlsListenerBuilder) at work. Each cause has a counter
+/// ([`HandshakeStats::shed`](crate::tls::HandshakeStats::shed)).
+///
+/// ```
+/// use tower_mtls::tls::ShedCause;
+///
+/// assert_eq!(ShedCause::ConnectionsPerIp.as_str(), "too many connections from this address");
+/// assert_eq!(ShedCause::ALL.len(), 6);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ShedCause {
+    /// A handshake in flight was closed to make room for a new connection: the cap on
+    /// handshakes in flight was reached (the oldest handshake still waiting for its
+    /// ClientHello goes first, else the oldest one).
+    HandshakesInFlight,
+    /// Like [`HandshakesInFlight`](Self::HandshakesInFlight), for the cap per client address:
+    /// the address's own oldest handshake made room for its new connection.
+    HandshakesInFlightPerIp,
+    /// A new connection was refused: the cap on open connections was reached.
+    Connections,
+    /// A new connection was refused: its address had as many open connections as allowed.
+    ConnectionsPerIp,
+    /// A connection without a client certificate was closed after its handshake: the cap on
+    /// such connections was reached.
+    AnonymousConnections,
+    /// Like [`AnonymousConnections`](Self::AnonymousConnections), per client address.
+    AnonymousConnectionsPerIp,
+}
+
+impl ShedCause {
+    /// Every cause, in a fixed order (the order of
+    /// [`HandshakeStats::shed`](crate::tls::HandshakeStats::shed)).
+    pub const ALL: [ShedCause; 6] = [
+        ShedCause::HandshakesInFlight,
+        ShedCause::HandshakesInFlightPerIp,
+        ShedCause::Connections,
+        ShedCause::ConnectionsPerIp,
+        ShedCause::AnonymousConnections,
+        ShedCause::AnonymousConnectionsPerIp,
+    ];
+
+    /// A short phrase for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedCause::HandshakesInFlight => "too many handshakes in flight",
+            ShedCause::HandshakesInFlightPerIp => "too many handshakes in flight from this address",
+            ShedCause::Connections => "too many open connections",
+            ShedCause::ConnectionsPerIp => "too many connections from this address",
+            ShedCause::AnonymousConnections => "too many connections without a certificate",
+            ShedCause::AnonymousConnectionsPerIp => {
+                "too many connections without a certificate from this address"
+            }
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        // ALL lists every variant once; the position is the counter slot.
+        ShedCause::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for ShedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -11,10 +11,21 @@ use tokio::task::JoinHandle;
 
 use crate::tls::accept_loop::{AcceptLoop, Accepted, Handoff};
 use crate::tls::acceptor::MtlsAcceptor;
+use crate::tls::admission::{Admission, Limits};
 use crate::tls::stats::HandshakeStats;
 
 /// Default cap on TLS handshakes running at once.
 pub const DEFAULT_MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
+/// Default cap on TLS handshakes running at once from one client address.
+pub const DEFAULT_MAX_HANDSHAKES_IN_FLIGHT_PER_IP: usize = 256;
+/// Default cap on open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on open connections from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Default cap on open connections without a client certificate.
+pub const DEFAULT_MAX_ANONYMOUS_CONNECTIONS: usize = 1_000;
+/// Default cap on open connections without a client certificate from one client address.
+pub const DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP: usize = 16;
 
 /// A TCP listener that hands out finished TLS connections with their
 /// [`ConnectionInfo`](crate::ConnectionInfo).
@@ -24,10 +35,21 @@ pub const DEFAULT_MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
 /// has not started and serves each connection in the task that ran its handshake, without a
 /// hop through a channel. Dropping the listener stops the accept loop and closes the socket.
 ///
-/// The accept loop never waits on a handshake: each one runs in a spawned task under the
-/// acceptor's timeout, at most [`max_handshakes_in_flight`](MtlsListenerBuilder::max_handshakes_in_flight)
-/// at once, and finished connections come out in completion order. A client that connects and
-/// sends nothing occupies one slot until the timeout, and holds nobody else back.
+/// The accept loop never waits on a handshake and never stops accepting: each handshake runs
+/// in a spawned task under the acceptor's deadlines (ClientHello, then the whole handshake),
+/// and finished connections come out in completion order. Its limits (see
+/// [`MtlsListenerBuilder`]) hold whatever clients do:
+///
+/// - handshakes in flight are capped overall and per client address; at a cap the oldest
+///   handshake still waiting for its ClientHello (else the oldest) is shed to make room, so a
+///   flood of silent or half-sent connections holds nobody else back;
+/// - open connections are capped overall and per client address, with lower caps for
+///   connections without a client certificate; connections over a cap are closed at once.
+///
+/// Each closed connection is counted per [`ShedCause`](crate::tls::ShedCause) in
+/// [`stats`](Self::stats). A connection's place is freed when it closes (precisely: when the
+/// last clone of its [`ConnectionInfo`](crate::ConnectionInfo) is dropped, so do not keep
+/// clones past the connection).
 ///
 /// ```no_run
 /// # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
@@ -59,18 +81,83 @@ enum State {
     Closed,
 }
 
-/// Options for an [`MtlsListener`].
+/// Options for an [`MtlsListener`]: its caps on handshakes and connections.
+///
+/// ```no_run
+/// # async fn run(acceptor: tower_mtls::MtlsAcceptor) -> std::io::Result<()> {
+/// use tower_mtls::MtlsListener;
+///
+/// let listener = MtlsListener::builder(acceptor)
+///     .max_connections(20_000)
+///     .max_connections_per_ip(100)
+///     .max_anonymous_connections_per_ip(4)
+///     .bind("127.0.0.1:8443")
+///     .await?;
+/// # drop(listener); Ok(()) }
+/// ```
+///
+/// | cap | default | at the cap |
+/// |---|---|---|
+/// | [handshakes in flight](Self::max_handshakes_in_flight) | 512 | oldest handshake shed |
+/// | [… per client address](Self::max_handshakes_in_flight_per_ip) | 256 | the address's oldest handshake shed |
+/// | [open connections](Self::max_connections) | 10,000 | new connection closed |
+/// | [… per client address](Self::max_connections_per_ip) | 256 | new connection closed |
+/// | [without a certificate](Self::max_anonymous_connections) | 1,000 | closed after its handshake |
+/// | [… per client address](Self::max_anonymous_connections_per_ip) | 16 | closed after its handshake |
+///
+/// A client address is an IPv4 address or an IPv6 /64. Keep the caps on connections plus
+/// handshakes below the process's file-descriptor limit (`ulimit -n`). `0` is treated as 1
+/// everywhere.
 #[derive(Clone, Debug)]
 pub struct MtlsListenerBuilder {
     acceptor: MtlsAcceptor,
-    max_in_flight: usize,
+    limits: Limits,
 }
 
 impl MtlsListenerBuilder {
-    /// At most `n` handshakes run at once (default 512); further TCP connections wait in the
-    /// kernel's accept queue. `0` is treated as 1.
+    /// At most `n` handshakes run at once (default 512). When a new TCP connection arrives at
+    /// the cap, the oldest handshake still waiting for its ClientHello (else the oldest one) is
+    /// closed to make room: the listener keeps accepting, and the kernel's backlog never fills
+    /// with connections waiting for a slot.
     pub fn max_handshakes_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
+        self.limits.max_handshakes = n.max(1);
+        self
+    }
+
+    /// At most `n` handshakes from one client address run at once (default 256); at the cap,
+    /// that address's own oldest handshake makes room (as for
+    /// [`max_handshakes_in_flight`](Self::max_handshakes_in_flight)).
+    pub fn max_handshakes_in_flight_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_handshakes_per_ip = n.max(1);
+        self
+    }
+
+    /// At most `n` connections open at once (default 10,000); further TCP connections are
+    /// closed as soon as they are accepted.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// At most `n` connections open at once from one client address (default 256); further
+    /// ones from that address are closed.
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_ip = n.max(1);
+        self
+    }
+
+    /// At most `n` connections without a client certificate open at once (default 1,000;
+    /// only [`ClientAuth::Optional`](crate::tls::ClientAuth::Optional) lets them in). Counted
+    /// within [`max_connections`](Self::max_connections).
+    pub fn max_anonymous_connections(mut self, n: usize) -> Self {
+        self.limits.max_anonymous = n.max(1);
+        self
+    }
+
+    /// At most `n` connections without a client certificate open at once from one client
+    /// address (default 16).
+    pub fn max_anonymous_connections_per_ip(mut self, n: usize) -> Self {
+        self.limits.max_anonymous_per_ip = n.max(1);
         self
     }
 
@@ -88,8 +175,8 @@ impl MtlsListenerBuilder {
             state: State::Idle(AcceptLoop {
                 listener,
                 local_addr,
+                admission: Admission::new(self.limits, self.acceptor.counters()),
                 acceptor: self.acceptor,
-                max_in_flight: self.max_in_flight,
             }),
         })
     }
@@ -100,7 +187,14 @@ impl MtlsListener {
     pub fn builder(acceptor: MtlsAcceptor) -> MtlsListenerBuilder {
         MtlsListenerBuilder {
             acceptor,
-            max_in_flight: DEFAULT_MAX_HANDSHAKES_IN_FLIGHT,
+            limits: Limits {
+                max_handshakes: DEFAULT_MAX_HANDSHAKES_IN_FLIGHT,
+                max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_IN_FLIGHT_PER_IP,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+                max_anonymous: DEFAULT_MAX_ANONYMOUS_CONNECTIONS,
+                max_anonymous_per_ip: DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP,
+            },
         }
     }
 
@@ -133,7 +227,7 @@ impl MtlsListener {
         let Some(accept_loop) = self.take_accept_loop() else {
             return;
         };
-        let (tx, incoming) = mpsc::channel(accept_loop.max_in_flight);
+        let (tx, incoming) = mpsc::channel(accept_loop.admission.limits().max_handshakes);
         let stop = tx.clone();
         let accept_loop =
             tokio::spawn(accept_loop.run(move || ToChannel(tx.clone()), async move {
@@ -167,7 +261,8 @@ impl MtlsListener {
         &self.acceptor
     }
 
-    /// Handshake counters: accepted, and rejected per cause.
+    /// Handshake counters (accepted, rejected per cause), connections shed per cause, and the
+    /// handshakes and connections open now.
     pub fn stats(&self) -> HandshakeStats {
         self.acceptor.stats()
     }

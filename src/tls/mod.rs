@@ -19,9 +19,12 @@
 //!     .tls_versions(TlsVersions::Tls13Only)
 //!     .revocation_scope(RevocationScope::FullChain)   // the default
 //!     .build()?;
-//! let acceptor = MtlsAcceptor::new(config).handshake_timeout(Duration::from_secs(5));
+//! let acceptor = MtlsAcceptor::new(config)
+//!     .client_hello_timeout(Duration::from_secs(2))
+//!     .handshake_timeout(Duration::from_secs(5));
 //! let listener = MtlsListener::builder(acceptor)
 //!     .max_handshakes_in_flight(256)
+//!     .max_connections_per_ip(100)
 //!     .bind("127.0.0.1:8443")
 //!     .await?;
 //! println!("{:?}", listener.stats());
@@ -33,10 +36,12 @@
 //! chain, `svid` the X509-SVID rules, `verifier` the rustls verifier over them; `trust` holds the
 //! reloadable trust snapshot that both the acceptor and open connections verify against;
 //! `resumption` decides when a resumed session needs its chain verified again;
-//! `accept_loop` runs every handshake in its own task for the listener.
+//! `accept_loop` runs every handshake in its own task for the listener, after `admission`
+//! let it in (caps per address and overall, shedding the oldest handshakes).
 
 pub(crate) mod accept_loop;
 pub(crate) mod acceptor;
+pub(crate) mod admission;
 pub(crate) mod bundles;
 pub(crate) mod config;
 pub(crate) mod config_error;
@@ -53,11 +58,15 @@ pub(crate) mod verifier;
 pub(crate) mod watch;
 
 pub use accept_loop::Accepted;
-pub use acceptor::DEFAULT_HANDSHAKE_TIMEOUT;
+pub use acceptor::{DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use config::{ClientAuth, MtlsConfigBuilder, RevocationScope, TlsVersions, UnknownRevocation};
 pub use config_error::Origin;
-pub use handshake_error::HandshakeFailure;
-pub use listener::{DEFAULT_MAX_HANDSHAKES_IN_FLIGHT, MtlsListenerBuilder};
+pub use handshake_error::{HandshakeFailure, ShedCause};
+pub use listener::{
+    DEFAULT_MAX_ANONYMOUS_CONNECTIONS, DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES_IN_FLIGHT,
+    DEFAULT_MAX_HANDSHAKES_IN_FLIGHT_PER_IP, MtlsListenerBuilder,
+};
 pub use provider::crypto_provider;
 pub use stats::HandshakeStats;
 pub use stream::MtlsStream;

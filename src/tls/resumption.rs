@@ -53,7 +53,7 @@ use x509_parser::time::ASN1Time;
 const MAX_DISTRUSTED: usize = 1024;
 
 const TAG_FORMAT: u8 = 1;
-const TAG_LEN: usize = 1 + 4 * 8;
+pub(crate) const TAG_LEN: usize = 1 + 4 * 8;
 
 /// How a resumed session's chain is re-checked when the configuration that verified it is
 /// still in force.

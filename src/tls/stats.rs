@@ -1,16 +1,38 @@
-//! Handshake counters: every acceptor keeps them, [`HandshakeStats`] is a snapshot.
+//! Handshake and admission counters: every acceptor keeps them, [`HandshakeStats`] is a
+//! snapshot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::tls::handshake_error::HandshakeFailure;
+use crate::tls::handshake_error::{HandshakeFailure, ShedCause};
 
-/// Counters of accepted and rejected handshakes, shared by clones of an acceptor.
+/// Counters of accepted and rejected handshakes and of shed connections, shared by clones of
+/// an acceptor and by the listeners that use it.
 #[derive(Debug, Default)]
 pub(crate) struct HandshakeCounters {
     accepted: AtomicU64,
     resumed_validity_only: AtomicU64,
     resumed_reverified: AtomicU64,
     rejected: [AtomicU64; HandshakeFailure::ALL.len()],
+    shed: [AtomicU64; ShedCause::ALL.len()],
+    handshakes_in_flight: Gauge,
+    open_connections: Gauge,
+    anonymous_connections: Gauge,
+}
+
+/// A level that goes up and down (several listeners may share one acceptor).
+#[derive(Debug, Default)]
+pub(crate) struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub(crate) fn up(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn down(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl HandshakeCounters {
@@ -33,6 +55,22 @@ impl HandshakeCounters {
         self.rejected[cause.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_shed(&self, cause: ShedCause) {
+        self.shed[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handshakes_in_flight(&self) -> &Gauge {
+        &self.handshakes_in_flight
+    }
+
+    pub(crate) fn open_connections(&self) -> &Gauge {
+        &self.open_connections
+    }
+
+    pub(crate) fn anonymous_connections(&self) -> &Gauge {
+        &self.anonymous_connections
+    }
+
     pub(crate) fn snapshot(&self) -> HandshakeStats {
         HandshakeStats {
             accepted: self.accepted.load(Ordering::Relaxed),
@@ -42,11 +80,19 @@ impl HandshakeCounters {
                 .iter()
                 .map(|c| (*c, self.rejected[c.index()].load(Ordering::Relaxed)))
                 .collect(),
+            shed: ShedCause::ALL
+                .iter()
+                .map(|c| (*c, self.shed[c.index()].load(Ordering::Relaxed)))
+                .collect(),
+            handshakes_in_flight: self.handshakes_in_flight.now(),
+            open_connections: self.open_connections.now(),
+            anonymous_connections: self.anonymous_connections.now(),
         }
     }
 }
 
-/// A snapshot of an acceptor's handshake counters.
+/// A snapshot of an acceptor's handshake counters, and of what the listeners using it hold
+/// open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandshakeStats {
@@ -61,7 +107,19 @@ pub struct HandshakeStats {
     /// whatever the outcome.
     pub resumed_reverified: u64,
     /// Failed handshakes per cause, every cause listed (in [`HandshakeFailure::ALL`] order).
+    /// A handshake the listener shed counts as [`HandshakeFailure::Shed`].
     pub rejected: Vec<(HandshakeFailure, u64)>,
+    /// Connections a listener closed to stay within its limits, per cause, every cause listed
+    /// (in [`ShedCause::ALL`] order): handshakes shed and connections refused, including those
+    /// refused before any handshake began.
+    pub shed: Vec<(ShedCause, u64)>,
+    /// TLS handshakes running now in the listeners of this acceptor.
+    pub handshakes_in_flight: u64,
+    /// Connections open now (handshake finished, not yet closed) in the listeners of this
+    /// acceptor.
+    pub open_connections: u64,
+    /// Of those, connections without a client certificate.
+    pub anonymous_connections: u64,
 }
 
 impl HandshakeStats {
@@ -76,5 +134,13 @@ impl HandshakeStats {
     /// All failed handshakes.
     pub fn total_rejected(&self) -> u64 {
         self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Connections shed for one cause.
+    pub fn shed(&self, cause: ShedCause) -> u64 {
+        self.shed
+            .iter()
+            .find(|(c, _)| *c == cause)
+            .map_or(0, |(_, n)| *n)
     }
 }
