@@ -572,6 +572,11 @@ async fn watch_connection(
                 }
             }
             () = info.close_requested(), if !closing => Close::Requested,
+            // Revoked, and the grace period is over.
+            () = info.cut_requested() => {
+                let _ = tell.send(Directive::Abort).await;
+                return;
+            }
         };
         let give_up = match why {
             Close::Shutdown => None,

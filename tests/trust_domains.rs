@@ -502,15 +502,18 @@ async fn reloading_another_bundle_set_rechecks_connections_and_sessions() {
         client::status2(&mut web_conn, "/").await.unwrap(),
         StatusCode::OK
     );
-    assert_eq!(
-        client::status1(&mut billing_conn, "/").await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "the partner's trust domain is gone"
+    // Refused until the server closes them (open connections are re-checked after a reload).
+    let refused_or_closed = |result: Result<StatusCode, _>, why: &str| match result {
+        Ok(status) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}"),
+        Err(_closed) => {}
+    };
+    refused_or_closed(
+        client::status1(&mut billing_conn, "/").await,
+        "the partner's trust domain is gone",
     );
-    assert_eq!(
-        client::status2(&mut staff_conn, "/").await.unwrap(),
-        StatusCode::UNAUTHORIZED,
-        "a policy about bundle \"corp\" saw this connection; it is not in \"corp\" any more"
+    refused_or_closed(
+        client::status2(&mut staff_conn, "/").await,
+        "a policy about bundle \"corp\" saw this connection; it is not in \"corp\" any more",
     );
     assert_eq!(
         session(addr, &billing_sessions).await,

@@ -37,11 +37,32 @@ struct Details {
     close: CloseSignal,
 }
 
-/// A graceful close asked for by anyone holding the connection's info.
+/// A graceful close asked for by anyone holding the connection's info, and the hard cut that
+/// may follow it (after a revocation, when the graceful close took too long).
 #[derive(Default)]
 struct CloseSignal {
     requested: AtomicBool,
     notify: tokio::sync::Notify,
+    cut: AtomicBool,
+    cut_notify: tokio::sync::Notify,
+    // The task polling the connection's IO through an `MtlsStream`, woken by a cut.
+    io_waker: atomic_waker::AtomicWaker,
+}
+
+/// A [`ConnectionInfo`] that does not keep the connection's state alive.
+#[derive(Clone)]
+pub(crate) struct WeakConnectionInfo(std::sync::Weak<Details>);
+
+impl WeakConnectionInfo {
+    /// The connection, if anything still holds it.
+    pub(crate) fn upgrade(&self) -> Option<ConnectionInfo> {
+        self.0.upgrade().map(|inner| ConnectionInfo { inner })
+    }
+
+    /// Whether the connection is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
 }
 
 /// What a handshake established, as plain data.
@@ -169,6 +190,51 @@ impl ConnectionInfo {
         let close = &self.inner.close;
         close.requested.store(true, Ordering::Release);
         close.notify.notify_waiters();
+    }
+
+    /// Ends the connection now: servers of this crate drop it, and an
+    /// [`MtlsStream`](crate::tls::MtlsStream) fails every read and write from then on (tonic,
+    /// axum's own `serve`, and anything else that drives the stream get an I/O error). Used when
+    /// a connection whose certificate no longer verifies did not finish closing gracefully in
+    /// time. Implies [`request_close`](Self::request_close).
+    pub fn cut(&self) {
+        self.request_close();
+        let close = &self.inner.close;
+        close.cut.store(true, Ordering::Release);
+        close.cut_notify.notify_waiters();
+        close.io_waker.wake();
+    }
+
+    /// Whether [`cut`](Self::cut) was called on this connection.
+    pub fn is_cut(&self) -> bool {
+        self.inner.close.cut.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`cut`](Self::cut) is called (immediately if it already was).
+    pub(crate) async fn cut_requested(&self) {
+        let close = &self.inner.close;
+        loop {
+            let notified = close.cut_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if close.cut.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the connection was cut, registering `waker` to be woken when it is: what the
+    /// connection's IO checks before each read and write.
+    pub(crate) fn poll_cut(&self, waker: &std::task::Waker) -> bool {
+        let close = &self.inner.close;
+        close.io_waker.register(waker);
+        close.cut.load(Ordering::Acquire)
+    }
+
+    /// This connection, not kept alive by the reference.
+    pub(crate) fn downgrade(&self) -> WeakConnectionInfo {
+        WeakConnectionInfo(Arc::downgrade(&self.inner))
     }
 
     /// Whether [`request_close`](Self::request_close) was called on this connection.

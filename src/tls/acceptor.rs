@@ -20,9 +20,13 @@ use crate::tls::admission::{HelloReceived, Lease};
 use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
 use crate::tls::config_error::ConfigError;
 use crate::tls::handshake_error::AcceptError;
+use crate::tls::open_connections::OpenConnections;
 use crate::tls::resumption::{Registry, ResumedCheck, TAG_LEN, chain_valid_at};
 use crate::tls::stats::{HandshakeCounters, HandshakeStats};
 use crate::tls::trust::{Snapshot, TrustState};
+
+/// Default of [`MtlsAcceptor::revoked_connection_grace`].
+pub const DEFAULT_REVOKED_GRACE: Duration = Duration::from_secs(3);
 
 /// Default time a client has to complete the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +90,8 @@ struct Shared {
     counters: Arc<HandshakeCounters>,
     // Which sessions' resumption data can be believed.
     resumption: Registry,
+    // Re-checked after every reload.
+    open: Arc<OpenConnections>,
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
@@ -125,6 +131,7 @@ impl MtlsAcceptor {
                 trust: Arc::new(TrustState::new(snapshot)),
                 counters: Arc::default(),
                 resumption: Registry::new(),
+                open: Arc::new(OpenConnections::new(DEFAULT_REVOKED_GRACE)),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
@@ -145,6 +152,22 @@ impl MtlsAcceptor {
     /// [`handshake_timeout`](Self::handshake_timeout) leaves only that one.
     pub fn client_hello_timeout(mut self, timeout: Duration) -> Self {
         self.client_hello_timeout = timeout;
+        self
+    }
+
+    /// After a reload, how long a connection whose certificate no longer verifies may take to
+    /// close gracefully before it is cut (default 3 s; shared by every clone of the acceptor).
+    ///
+    /// Every open connection is re-verified right after a reload (in a background task, at the
+    /// cost of one chain verification each). One that fails is asked to close at once —
+    /// [`tower_mtls::hyper`](crate::hyper) and [`tower_mtls::axum::serve`](crate::axum) send
+    /// HTTP/2 GOAWAY, or close HTTP/1.1 after the response in flight — and cut when the grace
+    /// period is over: the server drops it, and its [`MtlsStream`](crate::tls::MtlsStream) fails
+    /// every read and write, which also ends connections served by tonic or by axum's own
+    /// `serve` and long-running streams (a gRPC `Watch`, an upgraded connection). Until then its
+    /// requests get 401.
+    pub fn revoked_connection_grace(self, grace: Duration) -> Self {
+        self.shared.open.set_grace(grace);
         self
     }
 
@@ -316,6 +339,7 @@ impl MtlsAcceptor {
             trust_bundle,
             lease,
         )?;
+        self.shared.open.register(&info, &self.shared.trust);
         if let Some(issuing) = issuing {
             issuing.vouch();
         }

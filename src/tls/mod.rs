@@ -47,6 +47,7 @@ pub(crate) mod config;
 pub(crate) mod config_error;
 pub(crate) mod handshake_error;
 pub(crate) mod listener;
+pub(crate) mod open_connections;
 pub(crate) mod pem;
 pub(crate) mod provider;
 pub(crate) mod resumption;
@@ -58,7 +59,9 @@ pub(crate) mod verifier;
 pub(crate) mod watch;
 
 pub use accept_loop::Accepted;
-pub use acceptor::{DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use acceptor::{
+    DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_REVOKED_GRACE,
+};
 pub use config::{ClientAuth, MtlsConfigBuilder, RevocationScope, TlsVersions, UnknownRevocation};
 pub use config_error::Origin;
 pub use handshake_error::{HandshakeFailure, ShedCause};

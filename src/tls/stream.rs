@@ -15,7 +15,9 @@ pin_project! {
     /// A server-side TLS stream together with what its handshake established.
     ///
     /// Frameworks that learn about a connection from its IO object (tonic's `Connected`, axum's
-    /// `IncomingStream`) get the `ConnectionInfo` from here.
+    /// `IncomingStream`) get the `ConnectionInfo` from here. Once the connection is
+    /// [cut](ConnectionInfo::cut) (its certificate stopped verifying after a reload, and it did
+    /// not close in time), every read and write fails, whichever server drives the stream.
     #[derive(Debug)]
     pub struct MtlsStream<IO = TcpStream> {
         #[pin]
@@ -46,13 +48,32 @@ impl<IO> MtlsStream<IO> {
     }
 }
 
+/// The error of every read and write on a connection that was [cut](ConnectionInfo::cut).
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection cut: its client certificate no longer verifies",
+    )
+}
+
+/// `Ready(Err)` once the connection was cut (the task is woken when that happens).
+macro_rules! unless_cut {
+    ($info:expr, $cx:expr) => {
+        if $info.poll_cut($cx.waker()) {
+            return Poll::Ready(Err(cut_error()));
+        }
+    };
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MtlsStream<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let this = self.project();
+        unless_cut!(this.info, cx);
+        this.inner.poll_read(cx, buf)
     }
 }
 
@@ -62,11 +83,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        unless_cut!(this.info, cx);
+        this.inner.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        unless_cut!(this.info, cx);
+        this.inner.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -78,7 +103,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        unless_cut!(this.info, cx);
+        this.inner.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

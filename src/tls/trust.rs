@@ -26,6 +26,8 @@ pub(crate) struct TrustState {
     generation: AtomicU64,
     // Generations must name one configuration each: reloads take turns.
     reload_lock: Mutex<()>,
+    // The generation again, for whoever re-checks open connections after a reload.
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 /// One trust configuration, immutable once built.
@@ -103,6 +105,7 @@ impl Snapshot {
 impl TrustState {
     pub(crate) fn new(snapshot: Snapshot) -> Self {
         TrustState {
+            reloaded: tokio::sync::watch::Sender::new(snapshot.generation),
             generation: AtomicU64::new(snapshot.generation),
             current: ArcSwap::from_pointee(snapshot),
             reload_lock: Mutex::new(()),
@@ -147,6 +150,12 @@ impl TrustState {
             server_not_after: config.server_not_after,
         }));
         self.generation.store(generation, Ordering::Release);
+        self.reloaded.send_replace(generation);
         generation
+    }
+
+    /// Changes with every reload.
+    pub(crate) fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 }
