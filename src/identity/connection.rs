@@ -210,8 +210,9 @@ impl ConnectionInfo {
         self.inner.close.cut.load(Ordering::Acquire)
     }
 
-    /// Completes once [`cut`](Self::cut) is called (immediately if it already was).
-    pub(crate) async fn cut_requested(&self) {
+    /// Completes once [`cut`](Self::cut) is called (immediately if it already was): for a
+    /// server loop of your own, the cue to drop the connection now.
+    pub async fn cut_requested(&self) {
         let close = &self.inner.close;
         loop {
             let notified = close.cut_notify.notified();
