@@ -115,7 +115,7 @@ fn main() {
         "insert ConnectionInfo into empty Extensions",
         count(&mut insert_service::<ConnectionInfo>(info.clone()), empty),
     );
-    let principal = info.principal().expect("principal").clone();
+    let principal = info.principal_unchecked().expect("principal").clone();
     row(
         "insert Principal into Extensions holding ConnectionInfo",
         count(&mut insert_service(principal), with_info),

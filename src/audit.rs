@@ -40,6 +40,25 @@ pub(crate) fn forbidden(
     );
 }
 
+/// The one event of a request refused for its spelling (a path without a canonical form, a
+/// non-standard spelling of a standard method), before the authorizer ran.
+pub(crate) fn bad_request(
+    peer: SocketAddr,
+    principal: &Principal,
+    reason: &str,
+    method: &http::Method,
+    path: &str,
+) {
+    request_rejected(
+        Some(peer),
+        Some(principal),
+        Rejection::BadRequest,
+        reason,
+        method,
+        path,
+    );
+}
+
 fn request_rejected(
     peer: Option<SocketAddr>,
     principal: Option<&Principal>,

@@ -9,6 +9,14 @@
 //! [`canonicalize`] gives the one spelling a policy should match, and refuses (a
 //! [`PathRejection`], answered with 400) every path whose meaning depends on who reads it.
 //!
+//! [`MtlsAuthLayer`](crate::MtlsAuthLayer) runs it once per request, with the settings of
+//! [`MtlsAuthLayer::path_normalization`](crate::MtlsAuthLayer::path_normalization) (strict
+//! unless you choose otherwise): the authorizer sees the result as
+//! [`AuthContext::path`](crate::AuthContext::path), a refused path gets 400 (gRPC
+//! `INVALID_ARGUMENT`) and one log event, and the inner service gets the request unchanged.
+//! [`PathPattern`](crate::authorize::PathPattern)s and policy files read their patterns with
+//! [`canonicalize_pattern`].
+//!
 //! ```
 //! use std::borrow::Cow;
 //! use tower_mtls::authorize::canonical::{

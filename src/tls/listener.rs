@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_HANDSHAKES_IN_FLIGHT: usize = 512;
 ///
 /// let mut listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
 /// while let Some((tls, info)) = listener.accept().await {
-///     println!("{} connected as {:?}", info.peer_addr(), info.principal());
+///     println!("{} connected as {:?}", info.peer_addr(), info.principal_unchecked());
 /// #   drop(tls);
 /// }
 /// # Ok(()) }

@@ -60,6 +60,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether this configuration requires a client certificate (rustls checks it on full
+    /// handshakes only). Snapshots without a verifier of ours do not resume at all.
+    pub(crate) fn requires_client_certificate(&self) -> bool {
+        self.verifier
+            .as_ref()
+            .is_some_and(|verifier| verifier.client_auth_mandatory())
+    }
+
     /// Whether this snapshot can re-verify chains (and so allows resumption).
     pub(crate) fn has_verifier(&self) -> bool {
         self.verifier.is_some()
