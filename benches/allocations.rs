@@ -81,6 +81,28 @@ fn main() {
             with_info,
         ),
     );
+    let on_path = |path: &'static str| {
+        let info = &info;
+        move || {
+            let mut req = support::request_on(info);
+            *req.uri_mut() = http::Uri::from_static(path);
+            req
+        }
+    };
+    row(
+        "  same, canonical path /api/v1/orders/42/items",
+        count(
+            &mut MtlsAuthLayer::new(AllowAnyVerified).layer(service),
+            on_path("/api/v1/orders/42/items"),
+        ),
+    );
+    row(
+        "  same, path rewritten to canonical (/caf%c3%a9 -> %C3%A9)",
+        count(
+            &mut MtlsAuthLayer::new(AllowAnyVerified).layer(service),
+            on_path("/caf%c3%a9"),
+        ),
+    );
     println!("-- the whole per-request path (request as hyper hands it: no extensions)");
     row(
         "no layer, no ConnectionInfo",
@@ -115,7 +137,7 @@ fn main() {
         "insert ConnectionInfo into empty Extensions",
         count(&mut insert_service::<ConnectionInfo>(info.clone()), empty),
     );
-    let principal = info.principal().expect("principal").clone();
+    let principal = info.principal_unchecked().expect("principal").clone();
     row(
         "insert Principal into Extensions holding ConnectionInfo",
         count(&mut insert_service(principal), with_info),

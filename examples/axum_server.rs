@@ -7,7 +7,9 @@
 //!
 //! Routes: `GET /healthz` (anyone who completed the handshake), `GET /whoami` (any verified
 //! client), `GET /admin` (OU in `--admin-ou` or SPIFFE ID in `--admin-spiffe`). No verified
-//! identity → 401, denied → 403, unknown path → 404 (after authentication); every error is JSON.
+//! identity → 401, a path without a canonical form (`/%61dmin`, `//admin`, `/a/../b`) or a
+//! method spelled `get` → 400, denied → 403, unknown path → 404 (after authentication); every
+//! error is JSON.
 
 #[path = "support/pki.rs"]
 mod pki;

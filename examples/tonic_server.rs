@@ -45,7 +45,9 @@ async fn main() -> ExitCode {
         let info = req.extensions().get::<ConnectionInfo>();
         tracing::info!(
             peer = info.map(|i| i.peer_addr().to_string()),
-            principal = info.and_then(|i| i.principal()).map(|p| p.to_string()),
+            principal = info
+                .and_then(|i| i.principal_unchecked())
+                .map(|p| p.to_string()),
             path = req.uri().path(),
             "request"
         );

@@ -62,6 +62,25 @@ pub(crate) fn forbidden(
     );
 }
 
+/// The one event of a request refused for its spelling (a path without a canonical form, a
+/// non-standard spelling of a standard method), before the authorizer ran.
+pub(crate) fn bad_request(
+    peer: SocketAddr,
+    principal: &Principal,
+    reason: &str,
+    method: &http::Method,
+    path: &str,
+) {
+    request_rejected(
+        Some(peer),
+        Some(principal),
+        Rejection::BadRequest,
+        reason,
+        method,
+        path,
+    );
+}
+
 fn request_rejected(
     peer: Option<SocketAddr>,
     principal: Option<&Principal>,
@@ -73,6 +92,7 @@ fn request_rejected(
     let kind = match rejection {
         Rejection::Unauthenticated => Kind::Unauthenticated,
         Rejection::Forbidden => Kind::Forbidden,
+        Rejection::BadRequest => Kind::BadRequest,
     };
     if !LIMITER.admit(kind, Instant::now()) {
         return;
@@ -195,35 +215,43 @@ fn needs_escape(c: char) -> bool {
 enum Kind {
     Unauthenticated,
     Forbidden,
+    BadRequest,
     AcceptFailed,
     Handshake(HandshakeFailure),
     Refused(ShedCause),
 }
 
-const KINDS: usize = 3 + HandshakeFailure::ALL.len() + ShedCause::ALL.len();
+const KINDS: usize = 4 + HandshakeFailure::ALL.len() + ShedCause::ALL.len();
 
 impl Kind {
     fn index(self) -> usize {
         match self {
             Kind::Unauthenticated => 0,
             Kind::Forbidden => 1,
-            Kind::AcceptFailed => 2,
-            Kind::Handshake(cause) => 3 + cause.index(),
-            Kind::Refused(cause) => 3 + HandshakeFailure::ALL.len() + cause.index(),
+            Kind::BadRequest => 2,
+            Kind::AcceptFailed => 3,
+            Kind::Handshake(cause) => 4 + cause.index(),
+            Kind::Refused(cause) => 4 + HandshakeFailure::ALL.len() + cause.index(),
         }
     }
 
     fn all() -> impl Iterator<Item = Kind> {
-        [Kind::Unauthenticated, Kind::Forbidden, Kind::AcceptFailed]
-            .into_iter()
-            .chain(HandshakeFailure::ALL.into_iter().map(Kind::Handshake))
-            .chain(ShedCause::ALL.into_iter().map(Kind::Refused))
+        [
+            Kind::Unauthenticated,
+            Kind::Forbidden,
+            Kind::BadRequest,
+            Kind::AcceptFailed,
+        ]
+        .into_iter()
+        .chain(HandshakeFailure::ALL.into_iter().map(Kind::Handshake))
+        .chain(ShedCause::ALL.into_iter().map(Kind::Refused))
     }
 
     fn summarize(self, suppressed: u64) {
         let (event, cause) = match self {
             Kind::Unauthenticated => ("request rejected", "401"),
             Kind::Forbidden => ("request rejected", "403"),
+            Kind::BadRequest => ("request rejected", "400"),
             Kind::AcceptFailed => ("TCP accept failed", ""),
             Kind::Handshake(cause) => ("TLS handshake failed", cause.as_str()),
             Kind::Refused(cause) => ("connection refused", cause.as_str()),

@@ -6,18 +6,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::audit;
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::authorize::canonical::{PathNormalization, canonicalize, check_request_method};
 use crate::identity::lookup::authenticate;
 use crate::identity::principal::Principal;
 use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
 
-/// Applies [`MtlsAuth`]: 401 without a verified identity, 403 when the authorizer denies.
+/// Applies [`MtlsAuth`]: 401 without a verified identity, 400 for a request spelled so that
+/// readers may disagree on it, 403 when the authorizer denies.
 ///
 /// ```
 /// use tower::ServiceBuilder;
@@ -39,10 +41,35 @@ use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
 ///
 /// There is no default authorizer: pass [`AllowAnyVerified`](crate::AllowAnyVerified) to let
 /// every verified client through.
+///
+/// # What the authorizer sees
+/// For every request, in this order:
+///
+/// 1. No verified, still valid identity: **401** (gRPC `UNAUTHENTICATED`).
+/// 2. A method that is another spelling of a standard one (`delete`, `Get`): **400** (gRPC
+///    `INVALID_ARGUMENT`). HTTP methods are case-sensitive, but some backends read them
+///    case-insensitively, so a rule on `DELETE` would not see what they run.
+/// 3. The path is canonicalized once, with the layer's
+///    [`path_normalization`](Self::path_normalization) (strict by default; see
+///    [`canonical`](crate::authorize::canonical)): a path that has no canonical form
+///    (`/static/%70rivate`, `//admin`, `/a/../b`, `%2F`, `%00`, invalid or non-UTF-8
+///    encodings...) gets **400** (gRPC `INVALID_ARGUMENT`).
+/// 4. The authorizer decides on the canonical path ([`AuthContext::path`]); Deny is **403**
+///    (gRPC `PERMISSION_DENIED`), Allow calls the inner service with the request unchanged
+///    (the canonical path is only what the policy judges) and the [`Principal`] in its
+///    extensions.
+///
+/// Each refusal emits one `tracing` event with the peer, the principal and the reason.
+///
+/// **Inside an axum `Router`**, the path judged is the request's full path: when axum's
+/// `OriginalUri` extension is present (axum's `Router` adds it before `nest` and
+/// `nest_service` strip their prefix), the layer reads the path from it. A layer on a router
+/// nested at `/api` therefore sees `/api/admin`, and policies are written with full paths.
 #[derive(Debug)]
 pub struct MtlsAuthLayer<A, R = DefaultResponder> {
     authorizer: Arc<A>,
     responder: R,
+    paths: PathNormalization,
 }
 
 impl<A, R: Clone> Clone for MtlsAuthLayer<A, R> {
@@ -50,6 +77,7 @@ impl<A, R: Clone> Clone for MtlsAuthLayer<A, R> {
         MtlsAuthLayer {
             authorizer: self.authorizer.clone(),
             responder: self.responder.clone(),
+            paths: self.paths,
         }
     }
 }
@@ -60,6 +88,7 @@ impl<A: Authorizer> MtlsAuthLayer<A> {
         MtlsAuthLayer {
             authorizer: Arc::new(authorizer),
             responder: DefaultResponder::default(),
+            paths: PathNormalization::strict(),
         }
     }
 
@@ -75,7 +104,32 @@ impl<A, R> MtlsAuthLayer<A, R> {
         MtlsAuthLayer {
             authorizer: self.authorizer,
             responder,
+            paths: self.paths,
         }
+    }
+
+    /// How request paths are canonicalized before the authorizer sees them. The default,
+    /// [`PathNormalization::strict`], refuses (400) every spelling that routers and file
+    /// servers read differently; see [`canonical`](crate::authorize::canonical) for when the
+    /// other settings are safe. Write policy patterns for the same settings
+    /// ([`PathPattern::exact_with`](crate::authorize::PathPattern::exact_with) and its
+    /// siblings).
+    ///
+    /// ```
+    /// use tower_mtls::authorize::canonical::{EncodedUnreserved, MergeSlashes, PathNormalization};
+    /// use tower_mtls::{AllowAnyVerified, MtlsAuthLayer};
+    ///
+    /// // In front of a file server that decodes and collapses paths itself (ServeDir).
+    /// let layer = MtlsAuthLayer::new(AllowAnyVerified).path_normalization(
+    ///     PathNormalization::strict()
+    ///         .merge_slashes(MergeSlashes::Merge)
+    ///         .encoded_unreserved(EncodedUnreserved::Decode),
+    /// );
+    /// # let _ = layer;
+    /// ```
+    pub fn path_normalization(mut self, paths: PathNormalization) -> Self {
+        self.paths = paths;
+        self
     }
 }
 
@@ -86,6 +140,7 @@ impl<S, A, R: Clone> Layer<S> for MtlsAuthLayer<A, R> {
             inner,
             authorizer: self.authorizer.clone(),
             responder: self.responder.clone(),
+            paths: self.paths,
         }
     }
 }
@@ -100,6 +155,7 @@ pub struct MtlsAuth<S, A, R = DefaultResponder> {
     inner: S,
     authorizer: Arc<A>,
     responder: R,
+    paths: PathNormalization,
 }
 
 impl<S: Clone, A, R: Clone> Clone for MtlsAuth<S, A, R> {
@@ -108,6 +164,7 @@ impl<S: Clone, A, R: Clone> Clone for MtlsAuth<S, A, R> {
             inner: self.inner.clone(),
             authorizer: self.authorizer.clone(),
             responder: self.responder.clone(),
+            paths: self.paths,
         }
     }
 }
@@ -119,6 +176,7 @@ impl<S, A: Authorizer> MtlsAuth<S, A> {
             inner,
             authorizer: Arc::new(authorizer),
             responder: DefaultResponder::default(),
+            paths: PathNormalization::strict(),
         }
     }
 
@@ -158,30 +216,41 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (connection, principal) = match authenticate(req.extensions()) {
-            Ok(found) => found,
-            Err(failure) => {
-                audit::unauthenticated(&failure, req.method(), req.uri().path());
-                let response = self
-                    .responder
-                    .respond(Rejection::Unauthenticated, req.headers());
-                return ResponseFuture {
-                    state: State::Rejected {
-                        response: Some(response),
-                    },
-                };
+        // Everything borrowed from the request ends here, before the request moves on.
+        let (verdict, principal, peer) = {
+            let uri = full_uri(&req);
+            let (connection, principal) = match authenticate(req.extensions()) {
+                Ok(found) => found,
+                Err(failure) => {
+                    audit::unauthenticated(&failure, req.method(), uri.path());
+                    return rejected(
+                        self.responder
+                            .respond(Rejection::Unauthenticated, req.headers()),
+                    );
+                }
+            };
+            let peer = connection.peer_addr();
+            let refused = |reason: &str| {
+                audit::bad_request(peer, principal, reason, req.method(), uri.path());
+                rejected(self.responder.respond(Rejection::BadRequest, req.headers()))
+            };
+            if check_request_method(req.method()).is_err() {
+                return refused(NONSTANDARD_METHOD);
             }
+            let path = match canonicalize(uri.path(), &self.paths) {
+                Ok(path) => path,
+                Err(why) => return refused(why.as_str()),
+            };
+            let verdict = self.authorizer.authorize(&AuthContext {
+                principal,
+                connection,
+                method: req.method(),
+                uri,
+                path: &path,
+                headers: req.headers(),
+            });
+            (verdict, principal.clone(), peer)
         };
-
-        let verdict = self.authorizer.authorize(&AuthContext {
-            principal,
-            connection,
-            method: req.method(),
-            uri: req.uri(),
-            headers: req.headers(),
-        });
-        let principal = principal.clone();
-        let peer = connection.peer_addr();
         match verdict {
             // Decided on the spot: call the readied inner service right here, with no state
             // machine holding the request in between.
@@ -222,6 +291,26 @@ where
     }
 }
 
+/// The reason logged for a request whose method is another spelling of a standard one.
+const NONSTANDARD_METHOD: &str = "request method is a non-standard spelling of a standard method";
+
+/// The request's full URI: inside an axum `Router`, the one before `nest` stripped a prefix.
+fn full_uri<B>(request: &Request<B>) -> &Uri {
+    crate::axum_original_uri(request.extensions()).unwrap_or(request.uri())
+}
+
+fn rejected<S, A, R, ReqBody>(response: S::Response) -> ResponseFuture<S, A, R, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    A: Authorizer,
+{
+    ResponseFuture {
+        state: State::Rejected {
+            response: Some(response),
+        },
+    }
+}
+
 /// Logs a denial and builds its 403.
 fn forbidden<R: Respond<B>, B, ReqBody>(
     responder: &R,
@@ -235,7 +324,7 @@ fn forbidden<R: Respond<B>, B, ReqBody>(
         principal,
         reason,
         request.method(),
-        request.uri().path(),
+        full_uri(request).path(),
     );
     responder.respond(Rejection::Forbidden, request.headers())
 }

@@ -6,7 +6,12 @@
 //! - Serve with `into_make_service_with_connect_info::<ConnectionInfo>()` so that every
 //!   request carries the connection's [`ConnectionInfo`]; [`MtlsAuthLayer`](crate::MtlsAuthLayer)
 //!   finds it there exactly as on the other stacks.
-//! - [`Principal`] and [`ConnectionInfo`] are extractors; `Option<Principal>` too.
+//! - Extractors that cannot widen access: [`Principal`] is the principal an
+//!   [`MtlsAuthLayer`](crate::MtlsAuthLayer) **allowed for this request**; on a route no layer
+//!   covers it fails with 500 and an error event naming the route, rather than quietly meaning
+//!   "any verified client". [`AnyVerifiedPrincipal`] says that explicitly: the connection's
+//!   verified, still valid principal, with no layer and no policy (401 without one).
+//!   [`ConnectionInfo`] is the connection; `Option<_>` of each is available too.
 //! - [`serve`] serves a `Router` with the HTTP timeouts of [`HttpTimeouts`] (axum's own
 //!   `serve` has none: no header-read timeout, idle connections kept forever), inserting
 //!   `ConnectInfo<ConnectionInfo>` as `into_make_service_with_connect_info` would, so
@@ -15,6 +20,7 @@
 //! ```no_run
 //! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {
 //! use axum::{Router, routing::get};
+//! use tower_mtls::axum::AnyVerifiedPrincipal;
 //! use tower_mtls::{AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal};
 //!
 //! async fn whoami(principal: Principal) -> String {
@@ -24,7 +30,11 @@
 //! let app = Router::new()
 //!     .route("/whoami", get(whoami))
 //!     .route_layer(MtlsAuthLayer::new(AllowAnyVerified)) // protects the routes above
-//!     .route("/healthz", get(|| async { "ok" }));        // public
+//!     .route("/healthz", get(|| async { "ok" }))         // public
+//!     // Not covered by the layer: `Principal` would fail here (500), so say what you mean.
+//!     .route("/hello", get(|AnyVerifiedPrincipal(p): AnyVerifiedPrincipal| async move {
+//!         format!("hello {}", p.subject())
+//!     }));
 //!
 //! let listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
 //! tower_mtls::axum::serve(listener, app).await;
@@ -33,6 +43,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Nested routers
+//! axum's `nest` and `nest_service` strip their prefix from the URI before the nested
+//! service (and the layers on it) see the request, but axum's `Router` first records the full
+//! URI in the `OriginalUri` extension. [`MtlsAuthLayer`](crate::MtlsAuthLayer) judges the
+//! path of `OriginalUri` when it is there, so a policy names full paths wherever the layer
+//! sits: with `Router::new().nest("/api", api.layer(MtlsAuthLayer::new(policy)))`, a rule on
+//! `/api/admin` covers `GET /api/admin`. (This crate turns on axum's `original-uri` feature,
+//! one of axum's defaults.)
 
 use std::future::{Future, IntoFuture};
 use std::io;
@@ -155,6 +174,14 @@ pub(crate) fn connect_info_in(extensions: &http::Extensions) -> Option<&Connecti
         .map(|info| &info.0)
 }
 
+/// The request's full URI, recorded by the outermost axum `Router` before any `nest` stripped
+/// a prefix: the layer judges this path when it is there.
+pub(crate) fn original_uri_in(extensions: &http::Extensions) -> Option<&http::Uri> {
+    extensions
+        .get::<axum::extract::OriginalUri>()
+        .map(|original| &original.0)
+}
+
 impl RejectionBody for Body {
     fn from_static(bytes: &'static [u8]) -> Self {
         Body::from(Bytes::from_static(bytes))
@@ -170,25 +197,74 @@ impl Connected<IncomingStream<'_, MtlsListener>> for ConnectionInfo {
     }
 }
 
-/// The 401 the [`Principal`] extractor answers with: the same response as the layer's.
+/// Why the [`Principal`] or [`AnyVerifiedPrincipal`] extractor failed: no principal that an
+/// [`MtlsAuthLayer`](crate::MtlsAuthLayer) allowed (500: the route is not behind a layer), or
+/// no verified client (401, the layer's own response).
 #[derive(Debug)]
 pub struct PrincipalRejection {
+    kind: RejectionKind,
     grpc: bool,
 }
 
-impl IntoResponse for PrincipalRejection {
-    fn into_response(self) -> Response {
-        if self.grpc {
-            reject::grpc_response::<Body>(Rejection::Unauthenticated)
-        } else {
-            reject::http_response::<Body>(Rejection::Unauthenticated)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RejectionKind {
+    NotAuthorizedByLayer,
+    Unauthenticated,
+}
+
+impl PrincipalRejection {
+    /// The status the client gets: 500 for a route no layer covers, 401 without a verified
+    /// client (for gRPC requests, HTTP 200 with `grpc-status` 13 or 16).
+    pub fn status(&self) -> http::StatusCode {
+        match self.kind {
+            RejectionKind::NotAuthorizedByLayer => http::StatusCode::INTERNAL_SERVER_ERROR,
+            RejectionKind::Unauthenticated => http::StatusCode::UNAUTHORIZED,
         }
     }
 }
 
-/// The verified principal: the one [`MtlsAuthLayer`](crate::MtlsAuthLayer) put in the request
-/// after authorizing it, or, on routes without the layer, the connection's own (still
-/// re-checked for expiry and revocation). No verified identity → 401.
+/// The body of the 500: nothing about the cause, which is in the log.
+const INTERNAL_ERROR_JSON: &str =
+    r#"{"type":"about:blank","title":"Internal Server Error","status":500}"#;
+
+impl IntoResponse for PrincipalRejection {
+    fn into_response(self) -> Response {
+        match (self.kind, self.grpc) {
+            (RejectionKind::Unauthenticated, true) => {
+                reject::grpc_response::<Body>(Rejection::Unauthenticated)
+            }
+            (RejectionKind::Unauthenticated, false) => {
+                reject::http_response::<Body>(Rejection::Unauthenticated)
+            }
+            (RejectionKind::NotAuthorizedByLayer, true) => (
+                [
+                    ("content-type", "application/grpc"),
+                    ("grpc-status", "13"),
+                    ("grpc-message", "internal error"),
+                ],
+                Body::empty(),
+            )
+                .into_response(),
+            (RejectionKind::NotAuthorizedByLayer, false) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                [("content-type", "application/problem+json")],
+                INTERNAL_ERROR_JSON,
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The principal an [`MtlsAuthLayer`](crate::MtlsAuthLayer) **allowed for this request**.
+///
+/// On a route that no layer covers (the classic slip: a route added after `route_layer`) there
+/// is no such principal, and the extractor fails with **500** and one `error` event naming the
+/// method and path, instead of handing out the connection's principal, which would silently
+/// mean "any verified client" on that route. 500 rather than 401 because the client did
+/// nothing wrong: the router is misconfigured, and a 401 would hide that among ordinary
+/// refusals. Use [`AnyVerifiedPrincipal`] where any verified client is meant.
+///
+/// `Option<Principal>` is `None` on such routes, without an event.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = PrincipalRejection;
 
@@ -196,15 +272,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
         }
-        match authenticate(&parts.extensions) {
-            Ok((_, principal)) => Ok(principal.clone()),
-            Err(failure) => {
-                audit::unauthenticated(&failure, &parts.method, parts.uri.path());
-                Err(PrincipalRejection {
-                    grpc: reject::is_grpc(&parts.headers),
-                })
-            }
-        }
+        let path = original_uri_in(&parts.extensions)
+            .unwrap_or(&parts.uri)
+            .path();
+        tracing::error!(
+            method = %parts.method,
+            path,
+            "Principal extractor on a route no MtlsAuthLayer covers: answering 500; put the route \
+             behind the layer, or extract AnyVerifiedPrincipal to accept any verified client"
+        );
+        Err(PrincipalRejection {
+            kind: RejectionKind::NotAuthorizedByLayer,
+            grpc: reject::is_grpc(&parts.headers),
+        })
     }
 }
 
@@ -215,12 +295,60 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(Some(principal.clone()));
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
+
+/// Any client whose certificate verified, with **no authorization**: the connection's
+/// principal, re-checked for expiry and reloads like the layer does, whether or not an
+/// [`MtlsAuthLayer`](crate::MtlsAuthLayer) covers the route. No verified identity → 401 (the
+/// layer's response, and one event).
+///
+/// The name is the point: a handler that takes it says, in its signature, that every verified
+/// client may call it. Where a policy should decide, put the route behind the layer and take
+/// [`Principal`].
+///
+/// ```
+/// use tower_mtls::axum::AnyVerifiedPrincipal;
+///
+/// async fn hello(AnyVerifiedPrincipal(principal): AnyVerifiedPrincipal) -> String {
+///     format!("hello {}", principal.subject())
+/// }
+/// # let _ = hello;
+/// ```
+#[derive(Clone, Debug)]
+pub struct AnyVerifiedPrincipal(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for AnyVerifiedPrincipal {
+    type Rejection = PrincipalRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match authenticate(&parts.extensions) {
+            Ok((_, principal)) => Ok(AnyVerifiedPrincipal(principal.clone())),
+            Err(failure) => {
+                let path = original_uri_in(&parts.extensions)
+                    .unwrap_or(&parts.uri)
+                    .path();
+                audit::unauthenticated(&failure, &parts.method, path);
+                Err(PrincipalRejection {
+                    kind: RejectionKind::Unauthenticated,
+                    grpc: reject::is_grpc(&parts.headers),
+                })
+            }
         }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AnyVerifiedPrincipal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
         Ok(authenticate(&parts.extensions)
             .ok()
-            .map(|(_, principal)| principal.clone()))
+            .map(|(_, principal)| AnyVerifiedPrincipal(principal.clone())))
     }
 }
 

@@ -4,7 +4,9 @@
 //! handshake, parses it once per connection into a [`Principal`], attaches it (inside a
 //! [`ConnectionInfo`]) to every request of that connection, and lets [`MtlsAuthLayer`] answer
 //! 401 when there is no verified identity and 403 when your [`Authorizer`] says no. Request
-//! headers are never identity.
+//! headers are never identity, and the authorizer judges the request's one canonical path, so
+//! no other spelling of a denied resource walks past it (400 for spellings that routers and file
+//! servers read differently; see [`authorize::canonical`]).
 //!
 //! ```no_run
 //! # #[cfg(feature = "hyper")]
@@ -56,8 +58,8 @@
 //!   [`ConnectionInfo`] that every request of a connection carries.
 //! - [`authorize`]: who may do what — the [`Authorizer`] trait and a toolkit (matchers, rules,
 //!   caches, dry-run); [`policy`] reads rules from TOML (feature `policy`).
-//! - [`MtlsAuthLayer`] ([`layer`]): 401 without a verified identity, 403 when the authorizer
-//!   says no; [`reject`] builds those responses.
+//! - [`MtlsAuthLayer`] ([`layer`]): 401 without a verified identity, 400 for a path without a
+//!   canonical form, 403 when the authorizer says no; [`reject`] builds those responses.
 //! - Stacks: [`hyper`] (`serve`, `Server`, HTTP timeouts, feature `hyper`), [`axum`] (`serve`,
 //!   `Listener`, extractors, feature `axum`), [`tonic`] (`incoming`, `principal`, feature
 //!   `tonic`); [`test_util`] (feature `test-util`) builds principals and requests for unit
@@ -141,11 +143,17 @@ pub use rustls;
 struct ReadmeDoctests;
 
 // The one place the core learns of a stack: axum's `into_make_service_with_connect_info`
-// wraps the `ConnectionInfo` it inserts in `ConnectInfo`; without axum nothing does.
+// wraps the `ConnectionInfo` it inserts in `ConnectInfo`, and axum's `Router` records the
+// request's full URI in `OriginalUri` before `nest` strips a prefix; without axum nothing does.
 #[cfg(feature = "axum")]
-use axum::connect_info_in as axum_connect_info;
+use axum::{connect_info_in as axum_connect_info, original_uri_in as axum_original_uri};
 
 #[cfg(not(feature = "axum"))]
 fn axum_connect_info(_: &http::Extensions) -> Option<&ConnectionInfo> {
+    None
+}
+
+#[cfg(not(feature = "axum"))]
+fn axum_original_uri(_: &http::Extensions) -> Option<&http::Uri> {
     None
 }

@@ -29,8 +29,8 @@
 //! |---|---|
 //! | `name` | required, unique; decisions name it |
 //! | `action` | required, `"allow"` or `"deny"` |
-//! | `methods` | HTTP methods, uppercase (default: any) |
-//! | `path`, `path_prefix`, `path_glob`, `grpc` | [`PathPattern`]s; the rule applies when any one matches (default: any path) |
+//! | `methods` | HTTP methods, uppercase (default: any); `GET` also covers `HEAD`; `get` or `Delete` is an error |
+//! | `path`, `path_prefix`, `path_glob`, `grpc` | [`PathPattern`]s, matched against the canonical request path and read the same way (`/%70rivate` is `/private`; a pattern no request can match, like `/a/../b`, is an error); the rule applies when any one matches (default: any path) |
 //! | `principal` | a principal table (default: any verified client) |
 //!
 //! A **principal table** holds one or more of the keys below; several keys must all match, a
@@ -55,6 +55,7 @@ use std::sync::Arc;
 use http::Method;
 use serde::Deserialize;
 
+use crate::authorize::canonical::parse_rule_method;
 use crate::authorize::error::MatcherError;
 use crate::authorize::matcher::{Matcher, all, any, not};
 use crate::authorize::reloadable::ReloadablePolicy;
@@ -217,9 +218,10 @@ impl RuleSet {
                 problems: compiler.problems,
             });
         }
-        // Names were checked above with locations; this cannot fail, but stays an error path.
+        // Names and methods were checked above with locations; this cannot fail, but stays an
+        // error path.
         RuleSet::new(rules)
-            .map_err(|dup| PolicyError::single(PolicyErrorKind::Schema(dup.to_string())))
+            .map_err(|error| PolicyError::single(PolicyErrorKind::Schema(error.to_string())))
     }
 
     /// Reads and compiles a TOML policy file.
@@ -357,14 +359,16 @@ fn spiffe_id(value: &str) -> Result<SpiffeId, MatcherError> {
 }
 
 fn method(value: &str) -> Result<Method, MatcherError> {
-    let bad = || MatcherError::Method {
-        value: value.to_owned(),
-    };
-    // `Method::from_bytes("get")` is a valid *extension* method that never equals GET.
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
-        return Err(bad());
+    // `Method::from_bytes("get")` is a valid *extension* method that never equals GET: named
+    // as what it spells.
+    let method = parse_rule_method(value)?;
+    // Policy files take uppercase methods only, extension methods included.
+    if !value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        return Err(MatcherError::Method {
+            value: value.to_owned(),
+        });
     }
-    Method::from_bytes(value.as_bytes()).map_err(|_| bad())
+    Ok(method)
 }
 
 #[derive(Default)]
@@ -560,6 +564,8 @@ fn parse_sha256_hex(value: &str) -> Result<[u8; 32], MatcherError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authorize::authorizer::Decision;
+    use crate::authorize::canonical::PathRejection;
     use crate::identity::roles::Roles;
     use crate::identity::trust_bundle::TrustBundle;
     use crate::testing::{CertSpec, principal};
@@ -833,13 +839,92 @@ mod tests {
         ));
         assert!(matches!(
             kinds(3),
-            PolicyErrorKind::Invalid(MatcherError::Method { .. })
+            PolicyErrorKind::Invalid(MatcherError::NonStandardMethod { standard, .. })
+                if *standard == Method::GET
         ));
         assert!(matches!(kinds(11), PolicyErrorKind::EmptyList));
         let text = err.to_string();
         assert!(
             text.starts_with("invalid policy: 12 problems\n  - rule[0] \"ids\": path_glob: "),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn patterns_and_methods_mean_what_requests_will_be() {
+        let rules = RuleSet::from_toml_str(
+            r#"
+            [[rule]]
+            name = "private"
+            action = "deny"
+            methods = ["GET", "PROPFIND"]
+            path_prefix = "/static/%70rivate"
+            [[rule]]
+            name = "rest"
+            action = "allow"
+            "#,
+        )
+        .unwrap();
+        let p = principal(CertSpec::default());
+        let none = Roles::none();
+        for method in [Method::GET, Method::HEAD] {
+            let d = rules.decide(&p, &none, &method, "/static/private/x");
+            assert_eq!(d, Decision::deny("denied by rule \"private\""), "{method}");
+        }
+        assert!(
+            rules
+                .decide(&p, &none, &Method::POST, "/static/private/x")
+                .is_allowed()
+        );
+        let all = problems(
+            r#"
+            [[rule]]
+            name = "never"
+            action = "deny"
+            methods = ["Delete", "purge"]
+            path = "/a/../admin"
+            path_prefix = ["/ok", "/a%2Fb"]
+            path_glob = "/x/%00/**"
+            "#,
+        );
+        let found: Vec<(Option<&str>, &PolicyErrorKind)> =
+            all.iter().map(|p| (p.field.as_deref(), &p.kind)).collect();
+        assert!(
+            matches!(
+                found[..],
+                [
+                    (
+                        Some("methods[0]"),
+                        PolicyErrorKind::Invalid(MatcherError::NonStandardMethod { .. })
+                    ),
+                    (
+                        Some("methods[1]"),
+                        PolicyErrorKind::Invalid(MatcherError::Method { .. })
+                    ),
+                    (
+                        Some("path"),
+                        PolicyErrorKind::Invalid(MatcherError::Path {
+                            why: PathRejection::DotSegment,
+                            ..
+                        })
+                    ),
+                    (
+                        Some("path_prefix[1]"),
+                        PolicyErrorKind::Invalid(MatcherError::Path {
+                            why: PathRejection::EncodedSlash,
+                            ..
+                        })
+                    ),
+                    (
+                        Some("path_glob"),
+                        PolicyErrorKind::Invalid(MatcherError::Path {
+                            why: PathRejection::EncodedNul,
+                            ..
+                        })
+                    ),
+                ]
+            ),
+            "{found:#?}"
         );
     }
 

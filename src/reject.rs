@@ -2,8 +2,9 @@
 //!
 //! Plain HTTP callers get RFC 9457 problem details (`application/problem+json`) with a short,
 //! stable message; gRPC callers (request `content-type: application/grpc*`) get a trailers-only
-//! response: HTTP 200, `grpc-status` 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED) and a
-//! `grpc-message`. Why a certificate was refused is logged, never sent.
+//! response: HTTP 200, `grpc-status` 16 (UNAUTHENTICATED), 7 (PERMISSION_DENIED) or 3
+//! (INVALID_ARGUMENT) and a `grpc-message`. Why a certificate or a request was refused is
+//! logged, never sent.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -16,6 +17,11 @@ pub enum Rejection {
     Unauthenticated,
     /// The authorizer denied the request: 403 / gRPC `PERMISSION_DENIED`.
     Forbidden,
+    /// The request's path has no canonical form (see
+    /// [`canonical`](crate::authorize::canonical)) or its method is another spelling of a
+    /// standard one (`delete`): 400 / gRPC `INVALID_ARGUMENT`. Decided before the authorizer
+    /// runs, so that no policy judges a request the application may read differently.
+    BadRequest,
 }
 
 impl Rejection {
@@ -24,14 +30,16 @@ impl Rejection {
         match self {
             Rejection::Unauthenticated => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 
-    /// The gRPC status code (16 or 7).
+    /// The gRPC status code (16, 7 or 3).
     pub fn grpc_code(self) -> u8 {
         match self {
             Rejection::Unauthenticated => 16,
             Rejection::Forbidden => 7,
+            Rejection::BadRequest => 3,
         }
     }
 
@@ -40,6 +48,7 @@ impl Rejection {
         match self {
             Rejection::Unauthenticated => "a verified client certificate is required",
             Rejection::Forbidden => "the client certificate is not authorized for this request",
+            Rejection::BadRequest => "the request path or method is not accepted in this spelling",
         }
     }
 
@@ -50,6 +59,9 @@ impl Rejection {
             }
             Rejection::Forbidden => {
                 r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"the client certificate is not authorized for this request"}"#
+            }
+            Rejection::BadRequest => {
+                r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"the request path or method is not accepted in this spelling"}"#
             }
         }
     }

@@ -56,6 +56,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::authorize::canonical::{
+    NonStandardMethod, PathNormalization, PathRejection, canonicalize, check_request_method,
+};
 use crate::identity::connection::{ConnectionInfo, Facts};
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
@@ -122,26 +125,72 @@ pub fn connection_info(principal: Option<Principal>, roles: Roles) -> Connection
     ConnectionInfo::from_facts(Facts::new(TEST_PEER, principal, roles), None, None)
 }
 
-/// A request as an [`Authorizer`] sees it, on a connection of a principal.
+/// Why [`MtlsAuthLayer`](crate::MtlsAuthLayer) would refuse a request (400) before any
+/// authorizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefusedRequest {
+    /// The path has no canonical form under the settings.
+    #[error("the layer refuses this path: {0}")]
+    Path(PathRejection),
+    /// The method is another spelling of a standard one.
+    #[error("the layer refuses this method: {0}")]
+    Method(NonStandardMethod),
+}
+
+/// A request as an [`Authorizer`] sees it, on a connection of a principal: with the canonical
+/// path, as [`MtlsAuthLayer`](crate::MtlsAuthLayer) computes it.
 #[derive(Debug)]
 pub struct TestRequest {
     principal: Principal,
     connection: ConnectionInfo,
     method: Method,
     uri: Uri,
+    path: String,
     headers: HeaderMap,
 }
 
 impl TestRequest {
-    /// `method uri` from `principal`, on a connection without roles.
+    /// `method uri` from `principal`, on a connection without roles; the path canonicalized
+    /// with the layer's default settings.
+    ///
+    /// # Panics
+    /// When the layer would refuse the request before any authorizer runs: a path without a
+    /// canonical form (`/a/../b`, `/%61dmin`) or a method like `delete`. Use
+    /// [`try_new`](Self::try_new) to test those.
     pub fn new(principal: Principal, method: Method, uri: Uri) -> Self {
-        TestRequest {
+        match Self::try_new(principal, method, uri, &PathNormalization::strict()) {
+            Ok(request) => request,
+            Err(refused) => panic!("{refused}: no authorizer would see this request"),
+        }
+    }
+
+    /// Like [`new`](Self::new), with the path canonicalized under `paths` (the layer's
+    /// [`path_normalization`](crate::MtlsAuthLayer::path_normalization)); `Err` when the
+    /// layer would refuse the request.
+    pub fn try_new(
+        principal: Principal,
+        method: Method,
+        uri: Uri,
+        paths: &PathNormalization,
+    ) -> Result<Self, RefusedRequest> {
+        check_request_method(&method).map_err(RefusedRequest::Method)?;
+        let path = canonicalize(uri.path(), paths)
+            .map_err(RefusedRequest::Path)?
+            .into_owned();
+        Ok(TestRequest {
             connection: connection_info(Some(principal.clone()), Roles::none()),
             principal,
             method,
             uri,
+            path,
             headers: HeaderMap::new(),
-        }
+        })
+    }
+
+    /// The canonical path the authorizer sees.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The connection's roles.
@@ -190,6 +239,7 @@ impl TestRequest {
             connection: &self.connection,
             method: &self.method,
             uri: &self.uri,
+            path: &self.path,
             headers: &self.headers,
         }
     }
@@ -206,5 +256,37 @@ impl TestRequest {
             Verdict::Now(decision) => Some(decision),
             Verdict::Later(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::shared_principal;
+
+    #[test]
+    fn authorizers_see_the_canonical_path_and_refused_requests_are_errors() {
+        let p = shared_principal().clone();
+        let request = TestRequest::new(p.clone(), Method::GET, "/caf%c3%a9".parse().unwrap());
+        assert_eq!(request.path(), "/caf%C3%A9");
+        assert_eq!(request.context().path(), "/caf%C3%A9");
+        assert_eq!(request.context().uri().path(), "/caf%c3%a9");
+        let strict = PathNormalization::strict();
+        let refused = |method: Method, uri: &str| {
+            TestRequest::try_new(p.clone(), method, uri.parse().unwrap(), &strict).unwrap_err()
+        };
+        assert_eq!(
+            refused(Method::GET, "/%61dmin"),
+            RefusedRequest::Path(PathRejection::EncodedUnreserved)
+        );
+        assert!(matches!(
+            refused(Method::from_bytes(b"delete").unwrap(), "/x"),
+            RefusedRequest::Method(NonStandardMethod { standard }) if *standard == Method::DELETE
+        ));
+        let decoding =
+            strict.encoded_unreserved(crate::authorize::canonical::EncodedUnreserved::Decode);
+        let decoded =
+            TestRequest::try_new(p, Method::GET, "/%61dmin".parse().unwrap(), &decoding).unwrap();
+        assert_eq!(decoded.context().path(), "/admin");
     }
 }

@@ -12,28 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{Setup, client, json};
+use common::{Setup, client, json, serve_axum as serve};
 use http::StatusCode;
 use tokio::net::TcpStream;
+use tower_mtls::axum::AnyVerifiedPrincipal;
 use tower_mtls::tls::ClientAuth;
 use tower_mtls::{
-    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, Principal,
-    SpiffeId,
+    AllowAnyVerified, ConnectionInfo, MtlsAcceptor, MtlsAuthLayer, MtlsListener, SpiffeId,
 };
-
-async fn serve(app: Router, acceptor: MtlsAcceptor) -> std::net::SocketAddr {
-    let listener = MtlsListener::bind("127.0.0.1:0", acceptor).await.unwrap();
-    let addr = listener.local_addr();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<ConnectionInfo>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
 
 fn rule() -> axum_server::server::AdminRule {
     axum_server::server::AdminRule {
@@ -96,19 +82,25 @@ async fn example_router_statuses() {
     }
 }
 
+/// Without a layer, "any verified client" is said explicitly: `AnyVerifiedPrincipal` (the
+/// `Principal` extractor only yields what a layer allowed; see tests/request_confusion.rs).
 #[tokio::test]
-async fn extractors_work_without_the_layer_and_reject_like_it() {
+async fn any_verified_extractors_work_without_the_layer_and_reject_like_it() {
     common::init_tracing();
     let setup = Setup::new();
     let alice = setup.ca.client("alice", &[]);
     let app = Router::new()
         .route(
             "/required",
-            get(|p: Principal| async move { p.common_name().unwrap_or("").to_owned() }),
+            get(|AnyVerifiedPrincipal(p): AnyVerifiedPrincipal| async move {
+                p.common_name().unwrap_or("").to_owned()
+            }),
         )
         .route(
             "/optional",
-            get(|p: Option<Principal>| async move { format!("{:?}", p.map(|p| p.to_string())) }),
+            get(|p: Option<AnyVerifiedPrincipal>| async move {
+                format!("{:?}", p.map(|p| p.0.to_string()))
+            }),
         )
         .route(
             "/connection",
@@ -225,7 +217,8 @@ async fn tower_mtls_axum_serve_keeps_connect_info_and_adds_timeouts() {
         get(
             |ConnectInfo(info): ConnectInfo<ConnectionInfo>,
              direct: ConnectionInfo,
-             p: Principal| async move {
+             // Not behind the app's layer: the explicit "any verified client" extractor.
+             AnyVerifiedPrincipal(p): AnyVerifiedPrincipal| async move {
                 assert_eq!(info.peer_addr(), direct.peer_addr());
                 format!(
                     "{} {}",

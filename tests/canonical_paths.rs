@@ -5,12 +5,15 @@
 //! settings that fail these properties are pinned by the `diverges_*` tests, which keep the
 //! module docs honest about when each setting is unsafe.
 
+mod common;
+
 use std::path::Path as FsPath;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::get;
+use common::site;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
@@ -138,17 +141,6 @@ fn request_paths(prefixes: &'static [&'static str]) -> impl Strategy<Value = Str
             path
         });
     prop_oneof![1 => free, 3 => structured]
-}
-
-/// A directory with `private/x`, `public/x` and `x`, each file holding its own name.
-fn site() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["private/x", "public/x", "x"] {
-        let file = dir.path().join(name);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, format!("/{name}")).unwrap();
-    }
-    dir
 }
 
 fn app(root: &FsPath) -> Router {

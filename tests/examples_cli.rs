@@ -261,6 +261,12 @@ async fn http_contract(name: &str) {
     let missing = get(Some(&bob), "/missing").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(json(&missing)["status"], 404);
+    // Spellings that readers disagree on are refused before the policy, for admins too.
+    for path in ["/%61dmin", "//admin", "/whoami/../admin"] {
+        let refused = get(Some(&alice), path).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{name} {path}");
+        assert_eq!(json(&refused)["status"], 400);
+    }
     assert_eq!(get(None, "/healthz").await.status, StatusCode::OK);
     let anonymous = get(None, "/whoami").await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);

@@ -35,6 +35,10 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = client::get_once(addr, setup.client(Some(&bob)), "/%61dmin")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(
         client::get_once(addr, setup.client(Some(&mallory)), "/z")
             .await
@@ -43,7 +47,7 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
     expect_rejected(&acceptor, HandshakeFailure::UnknownIssuer).await;
 
     let rejected = logs.lines("request rejected");
-    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    assert_eq!(rejected.len(), 3, "{rejected:#?}");
     let denied = &rejected[0];
     for part in [
         "peer=127.0.0.1:",
@@ -62,6 +66,17 @@ async fn one_event_per_rejection_and_per_failed_handshake() {
         "path=\"/y\"",
     ] {
         assert!(anonymous.contains(part), "missing {part:?} in {anonymous}");
+    }
+
+    let refused = &rejected[2];
+    for part in [
+        "peer=127.0.0.1:",
+        "principal=CN=bob,OU=users",
+        "status=400",
+        "percent-encoded unreserved character",
+        "path=\"/%61dmin\"",
+    ] {
+        assert!(refused.contains(part), "missing {part:?} in {refused}");
     }
 
     let failed = logs.lines("TLS handshake failed");

@@ -71,7 +71,7 @@ async fn rules_match_roles_computed_per_connection() {
     let bob = setup.ca.client("bob", &["users"]);
     let rules = RuleSet::new([Rule::allow("ops-api")
         .path(PathPattern::prefix("/ops").unwrap())
-        .principal(Matcher::role("ops"))])
+        .principal(Matcher::role("ou:ops"))])
     .unwrap();
     let service = ServiceBuilder::new()
         .layer(MtlsAuthLayer::new(rules))

@@ -247,7 +247,7 @@ pub fn log_request(
 ) {
     tracing::info!(
         peer = info.map(|i| i.peer_addr().to_string()),
-        principal = info.and_then(|i| i.principal()).map(|p| p.to_string()),
+        principal = info.and_then(|i| i.principal_unchecked()).map(|p| p.to_string()),
         %method,
         path,
         status = status.as_u16(),

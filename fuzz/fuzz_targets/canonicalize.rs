@@ -16,35 +16,9 @@ use tower_mtls::authorize::canonical::{
     PathParameters, canonicalize, canonicalize_pattern,
 };
 
-fn settings(selector: u8) -> PathNormalization {
-    let bit = |n: u8| (selector / 3) & (1 << n) != 0;
-    PathNormalization::default()
-        .merge_slashes(match selector % 3 {
-            0 => MergeSlashes::Reject,
-            1 => MergeSlashes::Merge,
-            _ => MergeSlashes::KeepUnchanged,
-        })
-        .path_with_escaped_slashes_action(if bit(0) {
-            EscapedSlashesAction::KeepUnchanged
-        } else {
-            EscapedSlashesAction::RejectRequest
-        })
-        .encoded_unreserved(if bit(1) {
-            EncodedUnreserved::Decode
-        } else {
-            EncodedUnreserved::Reject
-        })
-        .dot_segments(if bit(2) {
-            DotSegments::Resolve
-        } else {
-            DotSegments::Reject
-        })
-        .path_parameters(if bit(3) {
-            PathParameters::Keep
-        } else {
-            PathParameters::Reject
-        })
-}
+#[path = "../support/settings.rs"]
+mod settings;
+use settings::settings;
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~".contains(&b)

@@ -14,12 +14,18 @@ use crate::identity::principal::Principal;
 use crate::identity::roles::Roles;
 
 /// What an [`Authorizer`] sees of one request.
+///
+/// [`path`](Self::path) is the request's **canonical** path, the one spelling of it that
+/// policies match (see [`canonical`](crate::authorize::canonical)); [`uri`](Self::uri) is the
+/// URI as the client sent it. Inside an axum `Router` both are the full ones, before `nest`
+/// stripped a prefix.
 #[derive(Debug)]
 pub struct AuthContext<'a> {
     pub(crate) principal: &'a Principal,
     pub(crate) connection: &'a ConnectionInfo,
     pub(crate) method: &'a Method,
     pub(crate) uri: &'a Uri,
+    pub(crate) path: &'a str,
     pub(crate) headers: &'a HeaderMap,
 }
 
@@ -36,21 +42,26 @@ impl<'a> AuthContext<'a> {
     pub fn roles(&self) -> &'a Roles {
         self.connection.roles()
     }
-    /// The request method.
+    /// The request method, as sent: never another spelling of a standard method (`delete` is
+    /// refused before the authorizer runs). A `HEAD` request is answered by the `GET`
+    /// handler in axum: an authorizer that allows `GET` somewhere should treat `HEAD` alike
+    /// (rules do).
     pub fn method(&self) -> &'a Method {
         self.method
     }
-    /// The request URI.
+    /// The request URI as the client sent it (inside an axum `Router`: the full one, from
+    /// axum's `OriginalUri`). Its path is *not* canonical: match [`path`](Self::path).
     pub fn uri(&self) -> &'a Uri {
         self.uri
     }
-    /// The request path (for gRPC: `/package.Service/Method`).
+    /// The canonical request path (for gRPC: `/package.Service/Method`): what policies
+    /// match. Paths without a canonical form never reach an authorizer.
     pub fn path(&self) -> &'a str {
-        self.uri.path()
+        self.path
     }
     /// For a gRPC path `/package.Service/Method`: `("package.Service", "Method")`.
     pub fn grpc_method(&self) -> Option<(&'a str, &'a str)> {
-        let (service, method) = self.uri.path().strip_prefix('/')?.split_once('/')?;
+        let (service, method) = self.path.strip_prefix('/')?.split_once('/')?;
         if service.is_empty() || method.is_empty() || method.contains('/') {
             return None;
         }

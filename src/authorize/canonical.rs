@@ -9,6 +9,14 @@
 //! [`canonicalize`] gives the one spelling a policy should match, and refuses (a
 //! [`PathRejection`], answered with 400) every path whose meaning depends on who reads it.
 //!
+//! [`MtlsAuthLayer`](crate::MtlsAuthLayer) runs it once per request, with the settings of
+//! [`MtlsAuthLayer::path_normalization`](crate::MtlsAuthLayer::path_normalization) (strict
+//! unless you choose otherwise): the authorizer sees the result as
+//! [`AuthContext::path`](crate::AuthContext::path), a refused path gets 400 (gRPC
+//! `INVALID_ARGUMENT`) and one log event, and the inner service gets the request unchanged.
+//! [`PathPattern`](crate::authorize::PathPattern)s and policy files read their patterns with
+//! [`canonicalize_pattern`].
+//!
 //! ```
 //! use std::borrow::Cow;
 //! use tower_mtls::authorize::canonical::{
@@ -344,11 +352,71 @@ pub fn canonicalize<'a>(
     if !path.starts_with('/') {
         return Err(PathRejection::NotAbsolute);
     }
-    if scan(path, options)? {
-        Ok(Cow::Owned(rewrite(path, options)))
-    } else {
+    if plainly_canonical(path.as_bytes()) || !scan(path, options)? {
         Ok(Cow::Borrowed(path))
+    } else {
+        Ok(Cow::Owned(rewrite(path, options)))
     }
+}
+
+/// What [`plainly_canonical`] needs to know of a byte, as bits: [`OTHER`] for every byte that
+/// needs [`scan`], [`DOT`] for `.`; `0` for `/` and for the bytes a path may hold raw under every
+/// setting (unreserved characters, sub-delimiters other than `;`, `:` and `@`).
+static CLASSES: [u8; 256] = {
+    let mut table = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'/' | b'-'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
+        {
+            table[b] = 0;
+        }
+        b += 1;
+    }
+    table[b'.' as usize] = DOT;
+    table
+};
+const OTHER: u8 = 1;
+const DOT: u8 = 2;
+
+/// Whether `segment` is a dot segment (`.` or `..`).
+fn is_dots(segment: &[u8]) -> bool {
+    matches!(segment, b"." | b"..")
+}
+
+/// The common case, quickly: a path (starting with `/`) of plain bytes only, with no `//` and
+/// no dot segment, is canonical under every setting. `false` means "ask [`scan`]".
+fn plainly_canonical(path: &[u8]) -> bool {
+    // Without early exits, so that the loops stay short: the common answer is "yes".
+    let classes = path
+        .iter()
+        .fold(0, |classes, &b| classes | CLASSES[usize::from(b)]);
+    let double_slash = path
+        .windows(2)
+        .fold(false, |found, pair| found | (pair == b"//"));
+    if classes & OTHER != 0 || double_slash {
+        return false;
+    }
+    // Only a path with a `.` can have a dot segment.
+    classes & DOT == 0 || !path.split(|&b| b == b'/').any(is_dots)
 }
 
 /// Characters a policy author may write raw that requests can only send percent-encoded: they
@@ -703,6 +771,10 @@ pub struct NonStandardMethod {
 
 /// `Err` for a request whose method is another spelling of a standard one.
 pub fn check_request_method(method: &Method) -> Result<(), NonStandardMethod> {
+    // The common case, without comparing text: a standard method in its standard spelling.
+    if STANDARD_METHODS.contains(method) {
+        return Ok(());
+    }
     match standard_method(method.as_str()) {
         Some(standard) if standard != method => Err(NonStandardMethod { standard }),
         _ => Ok(()),
@@ -809,6 +881,54 @@ mod tests {
                 canonicalize(path, &lenient()),
                 Ok(Cow::Borrowed(_))
             ));
+        }
+    }
+
+    /// Whatever the quick check calls canonical, the full scan does too, under every setting.
+    #[test]
+    fn the_quick_check_agrees_with_the_scan() {
+        let settings = [PathNormalization::default(), lenient()];
+        for path in [
+            "/",
+            "/a",
+            "/a/",
+            "/a/b.c",
+            "/...",
+            "/a/.../b",
+            "/.hidden",
+            "/a.",
+            "/v1/x:y@z",
+            "/!$&'()*+,=",
+            "/~u/-_",
+            "//",
+            "/a//b",
+            "/.",
+            "/..",
+            "/a/./b",
+            "/a/..",
+            "/a;b",
+            "/a%41",
+            "/a\\b",
+            "/é",
+            "/a b",
+            "/a?b",
+        ] {
+            let quick = plainly_canonical(path.as_bytes());
+            for options in &settings {
+                if quick {
+                    assert_eq!(scan(path, options), Ok(false), "{path}");
+                }
+            }
+            let expected = matches!(strict(path), Ok(Cow::Borrowed(_)))
+                && !path.contains(';')
+                && matches!(canonicalize(path, &lenient()), Ok(Cow::Borrowed(_)));
+            assert!(!quick || expected, "{path}");
+        }
+        for quick in ["/", "/a/b/", "/a/.../b", "/v1/x:y@z", "/a.b"] {
+            assert!(plainly_canonical(quick.as_bytes()), "{quick}");
+        }
+        for slow in ["//", "/a/./b", "/..", "/a/.", "/a%41", "/a;b", "/é"] {
+            assert!(!plainly_canonical(slow.as_bytes()), "{slow}");
         }
     }
 

@@ -1,6 +1,9 @@
 //! [`MatcherError`]: why a piece of authorization vocabulary (a matcher, a path pattern, a
 //! method) could not be built from its arguments.
 
+use http::Method;
+
+use crate::authorize::canonical::PathRejection;
 use crate::identity::name::NameParseError;
 use crate::identity::spiffe_id::SpiffeIdError;
 
@@ -75,13 +78,24 @@ pub enum MatcherError {
         /// The input.
         value: String,
     },
-    /// Not a usable request path (exact or prefix).
-    #[error("invalid path {value:?}: {why}")]
+    /// Another spelling of a standard method (`delete`): HTTP methods are case-sensitive, so a
+    /// rule on it would never see `DELETE`, and the layer refuses such requests.
+    #[error("method {value:?} is another spelling of {standard}: write {standard}")]
+    NonStandardMethod {
+        /// The input.
+        value: String,
+        /// The standard method it spells.
+        standard: &'static Method,
+    },
+    /// A path pattern (exact, prefix or glob) that no canonical request path can match: not
+    /// absolute, a dot segment, an encoding requests may not use (see
+    /// [`canonicalize_pattern`](crate::authorize::canonical::canonicalize_pattern)).
+    #[error("path pattern {value:?} can never match a request: {why}")]
     Path {
         /// The input.
         value: String,
-        /// Why.
-        why: &'static str,
+        /// Why no request path can match it.
+        why: PathRejection,
     },
     /// Not a glob this crate understands.
     #[error("invalid path glob {value:?}: {why}")]

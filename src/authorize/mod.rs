@@ -35,7 +35,9 @@
 //! - [`Matcher`]: conditions on typed identity fields — SPIFFE ID, SANs, subject attributes,
 //!   issuer RDNs, pins, serial, roles — combined with [`any`], [`all`], [`not`],
 //!   [`Matcher::and`], [`Matcher::or`], and explained by [`Matcher::explain`].
-//! - [`RequestMatcher`] and [`PathPattern`]: method, path (exact, prefix, glob), gRPC method.
+//! - [`RequestMatcher`] and [`PathPattern`]: method, path (exact, prefix, glob), gRPC method,
+//!   matched against the request's canonical path ([`canonical`]: what the policy sees is what
+//!   the application serves).
 //! - [`Rule`] and [`RuleSet`]: DENY first, then ALLOW, deny when nothing matches; a `RuleSet`
 //!   is an `Authorizer` and decides without allocating.
 //! - [`ReloadablePolicy`]: a rule set replaced at runtime; with the `policy` feature, the
@@ -67,7 +69,5 @@ pub use matcher::{MatchExplanation, Matcher, all, any, not};
 pub use reason::Reason;
 pub use reloadable::ReloadablePolicy;
 pub use request::{PathPattern, RequestMatcher};
-pub use rules::{
-    Action, DOT_SEGMENT_PATH, DuplicateRuleName, Explanation, NO_RULE_MATCHED, Rule, RuleSet, Step,
-};
+pub use rules::{Action, Explanation, NO_RULE_MATCHED, Rule, RuleSet, RuleSetError, Step};
 pub use shadow::{Shadow, ShadowCounters, ShadowCounts, ShadowDecision};

@@ -22,7 +22,7 @@ use crate::authorize::rules::RuleSet;
 ///     Rule::allow("admins").principal(Matcher::organizational_unit("admins")),
 /// ])?);
 /// # let _ = layer;
-/// # Ok::<(), tower_mtls::authorize::DuplicateRuleName>(())
+/// # Ok::<(), tower_mtls::authorize::RuleSetError>(())
 /// ```
 ///
 /// With the `policy` feature, the rules can come from a TOML file and be reloaded from it

@@ -4,9 +4,20 @@ use std::fmt;
 
 use http::Method;
 
+use crate::authorize::canonical::{
+    MethodError, PathNormalization, canonicalize_pattern, check_rule_method,
+};
 use crate::authorize::error::MatcherError;
 
 /// A condition on the request's method and path. Empty lists mean "any".
+///
+/// Methods are compared case-sensitively, as HTTP says, and a matcher that lists `GET` also
+/// matches `HEAD` (axum and hyper-based servers answer `HEAD` with the `GET` handler). A
+/// method that is another spelling of a standard one (`delete`) is refused when the matcher
+/// is put in a [`RuleSet`](crate::authorize::RuleSet) ([`check`](Self::check)): it could
+/// never match, since [`MtlsAuthLayer`](crate::MtlsAuthLayer) refuses such requests.
+///
+/// Paths are compared with the request's **canonical** path (see [`PathPattern`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestMatcher {
     methods: Vec<Method>,
@@ -19,7 +30,7 @@ impl RequestMatcher {
         RequestMatcher::default()
     }
 
-    /// Also accept `method` (the first call restricts to it).
+    /// Also accept `method` (the first call restricts to it; `GET` also accepts `HEAD`).
     pub fn method(mut self, method: Method) -> Self {
         self.methods.push(method);
         self
@@ -31,10 +42,31 @@ impl RequestMatcher {
         self
     }
 
-    /// Whether a request with `method` and `path` matches.
+    /// Whether a request with `method` and the canonical `path` matches.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+        (self.methods.is_empty()
+            || self.methods.contains(method)
+            || (method == Method::HEAD && self.methods.contains(&Method::GET)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(path)))
+    }
+
+    /// `Err` when a method is another spelling of a standard one (`delete`), which no request
+    /// that reaches an authorizer has.
+    pub fn check(&self) -> Result<(), MatcherError> {
+        self.methods
+            .iter()
+            .try_for_each(|method| check_rule_method(method).map_err(MatcherError::from))
+    }
+}
+
+impl From<MethodError> for MatcherError {
+    fn from(error: MethodError) -> Self {
+        match error {
+            MethodError::Invalid { value } => MatcherError::Method { value },
+            MethodError::NonStandardSpelling { value, standard } => {
+                MatcherError::NonStandardMethod { value, standard }
+            }
+        }
     }
 }
 
@@ -61,7 +93,15 @@ impl fmt::Display for RequestMatcher {
 
 /// One way to match a request path.
 ///
-/// Paths are matched as sent (percent-encoding is not decoded), on segment boundaries:
+/// Patterns match the request's **canonical** path, the one [`MtlsAuthLayer`](crate::MtlsAuthLayer)
+/// computes once per request (see [`canonical`](crate::authorize::canonical)), and are read the
+/// same way: `/static/%70rivate` and `/static//private` mean `/static/private`, `/café` means
+/// `/caf%C3%A9`. A pattern that no canonical path can match (`/a/../b`, `/a%2Fb` while
+/// requests with `%2F` are refused, `/a?b`, a relative path) is an error. The constructors read
+/// patterns for the layer's default settings; the `_with` ones for other
+/// [`PathNormalization`]s (pass the layer's).
+///
+/// Matching is on segment boundaries:
 ///
 /// | pattern | matches | does not match |
 /// |---|---|---|
@@ -109,45 +149,56 @@ enum Segment {
     AnyDepth,
 }
 
-fn absolute(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("must start with '/'");
-    }
-    if path.contains(['?', '#']) {
-        return Err("a path has no query or fragment");
-    }
-    Ok(())
+/// `pattern` as the canonical path it means under `paths`, or why no request can match it.
+fn canonical_pattern(pattern: &str, paths: &PathNormalization) -> Result<Box<str>, MatcherError> {
+    canonicalize_pattern(pattern, paths)
+        .map(Into::into)
+        .map_err(|why| MatcherError::Path {
+            value: pattern.to_owned(),
+            why,
+        })
 }
 
 impl PathPattern {
     /// The path equals `path`.
     pub fn exact(path: &str) -> Result<Self, MatcherError> {
-        absolute(path).map_err(|why| MatcherError::Path {
-            value: path.to_owned(),
-            why,
-        })?;
-        Ok(PathPattern(Kind::Exact(path.into())))
+        Self::exact_with(path, &PathNormalization::strict())
+    }
+
+    /// The path equals `path`, read for requests canonicalized under `paths`.
+    pub fn exact_with(path: &str, paths: &PathNormalization) -> Result<Self, MatcherError> {
+        Ok(PathPattern(Kind::Exact(canonical_pattern(path, paths)?)))
     }
 
     /// The path is `prefix` or below it, on segment boundaries (a trailing `/` is ignored).
     pub fn prefix(prefix: &str) -> Result<Self, MatcherError> {
-        absolute(prefix).map_err(|why| MatcherError::Path {
-            value: prefix.to_owned(),
-            why,
-        })?;
+        Self::prefix_with(prefix, &PathNormalization::strict())
+    }
+
+    /// [`prefix`](Self::prefix), read for requests canonicalized under `paths`.
+    pub fn prefix_with(prefix: &str, paths: &PathNormalization) -> Result<Self, MatcherError> {
+        let canonical = canonical_pattern(prefix, paths)?;
         Ok(PathPattern(Kind::Prefix(
-            prefix.trim_end_matches('/').into(),
+            canonical.trim_end_matches('/').into(),
         )))
     }
 
     /// A glob of whole segments: `*` is one segment, `**` any number (at most one `**`).
     pub fn glob(glob: &str) -> Result<Self, MatcherError> {
+        Self::glob_with(glob, &PathNormalization::strict())
+    }
+
+    /// [`glob`](Self::glob), read for requests canonicalized under `paths`.
+    pub fn glob_with(glob: &str, paths: &PathNormalization) -> Result<Self, MatcherError> {
         let fail = |why| MatcherError::Glob {
             value: glob.to_owned(),
             why,
         };
-        absolute(glob).map_err(fail)?;
-        let segments: Box<[Segment]> = glob
+        if !glob.starts_with('/') {
+            return Err(fail("must start with '/'"));
+        }
+        let canonical = canonical_pattern(glob, paths)?;
+        let segments: Box<[Segment]> = canonical
             .split('/')
             .skip(1)
             .map(|s| match s {
@@ -263,32 +314,10 @@ impl fmt::Display for PathPattern {
     }
 }
 
-/// Whether a request path has a `.` or `..` segment (also percent-encoded). Such paths mean
-/// different things to different routers, so a rule set refuses them before any rule runs.
-pub(super) fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let mut rest = segment;
-        let mut dots = 0;
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix('.') {
-                rest = r;
-            } else if rest.len() >= 3
-                && rest.is_char_boundary(3)
-                && rest[..3].eq_ignore_ascii_case("%2e")
-            {
-                rest = &rest[3..];
-            } else {
-                return false;
-            }
-            dots += 1;
-        }
-        (1..=2).contains(&dots)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authorize::canonical::{EscapedSlashesAction, MergeSlashes, PathRejection};
 
     #[test]
     fn exact() {
@@ -369,6 +398,77 @@ mod tests {
     }
 
     #[test]
+    fn patterns_mean_the_canonical_path() {
+        // Spellings requests may not use mean their canonical form.
+        let p = PathPattern::exact("/static/%70rivate").unwrap();
+        assert!(p.matches("/static/private"));
+        assert_eq!(p, PathPattern::exact("/static//private").unwrap());
+        assert_eq!(p.to_string(), r#"path = "/static/private""#);
+        let p = PathPattern::prefix("//api//").unwrap();
+        assert!(p.matches("/api/x") && !p.matches("/apix"));
+        assert!(PathPattern::exact("/café").unwrap().matches("/caf%C3%A9"));
+        let g = PathPattern::glob("/api/*/%73ecret/**").unwrap();
+        assert!(g.matches("/api/v1/secret/x"));
+        // What no request can have is an error.
+        for (bad, why) in [
+            ("/a/../b", PathRejection::DotSegment),
+            ("/a/%2e", PathRejection::DotSegment),
+            ("/a%2Fb", PathRejection::EncodedSlash),
+            ("/a;b", PathRejection::PathParameter),
+            ("/a?b", PathRejection::InvalidCharacter('?')),
+            ("/a#b", PathRejection::InvalidCharacter('#')),
+            ("admin", PathRejection::NotAbsolute),
+            ("/a%zz", PathRejection::InvalidPercentEncoding),
+        ] {
+            for result in [
+                PathPattern::exact(bad),
+                PathPattern::prefix(bad),
+                PathPattern::glob(bad),
+            ] {
+                assert!(
+                    matches!(
+                        &result,
+                        Err(MatcherError::Path { why: w, .. }) if *w == why
+                    ) || (bad == "admin" && matches!(result, Err(MatcherError::Glob { .. }))),
+                    "{bad}: {result:?}"
+                );
+            }
+        }
+        // Under settings that keep a spelling, patterns keep it too.
+        let keep = PathNormalization::strict()
+            .merge_slashes(MergeSlashes::KeepUnchanged)
+            .path_with_escaped_slashes_action(EscapedSlashesAction::KeepUnchanged);
+        assert!(
+            PathPattern::exact_with("/a%2fb", &keep)
+                .unwrap()
+                .matches("/a%2Fb")
+        );
+        let kept = PathPattern::prefix_with("/a//b", &keep).unwrap();
+        assert!(kept.matches("/a//b/c") && !kept.matches("/a/b"));
+        assert!(
+            PathPattern::glob_with("/x/%2F/*", &keep)
+                .unwrap()
+                .matches("/x/%2F/y")
+        );
+    }
+
+    #[test]
+    fn get_covers_head_and_methods_are_case_sensitive() {
+        let get = RequestMatcher::any().method(Method::GET);
+        assert!(get.matches(&Method::GET, "/") && get.matches(&Method::HEAD, "/"));
+        assert!(!get.matches(&Method::POST, "/"));
+        let lower = Method::from_bytes(b"get").unwrap();
+        assert!(!get.matches(&lower, "/"));
+        let head = RequestMatcher::any().method(Method::HEAD);
+        assert!(!head.matches(&Method::GET, "/"));
+        assert!(get.check().is_ok());
+        assert!(matches!(
+            RequestMatcher::any().method(lower).check(),
+            Err(MatcherError::NonStandardMethod { standard, .. }) if *standard == Method::GET
+        ));
+    }
+
+    #[test]
     fn request_matcher_lists_are_one_of() {
         let m = RequestMatcher::any()
             .method(Method::GET)
@@ -383,15 +483,5 @@ mod tests {
             m.to_string(),
             r#"GET|HEAD path = "/healthz" or path = "/whoami""#
         );
-    }
-
-    #[test]
-    fn dot_segments() {
-        for dotted in ["/a/../admin", "/./x", "/a/%2e%2E/b", "/a/.%2e", "/.."] {
-            assert!(has_dot_segment(dotted), "{dotted}");
-        }
-        for fine in ["/a/b", "/a/...", "/a/.hidden", "/a/%2e%2e%2e", "/", "/é/x"] {
-            assert!(!has_dot_segment(fine), "{fine}");
-        }
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
+use crate::authorize::error::MatcherError;
 use crate::authorize::matcher::{MatchExplanation, Matcher};
 use crate::authorize::reason::Reason;
-use crate::authorize::request::{PathPattern, RequestMatcher, has_dot_segment};
+use crate::authorize::request::{PathPattern, RequestMatcher};
 use crate::identity::principal::Principal;
 use crate::identity::roles::Roles;
 
@@ -85,7 +86,8 @@ impl Rule {
         self
     }
 
-    /// Also for `method` (the first call restricts the rule to it).
+    /// Also for `method` (the first call restricts the rule to it; `GET` also covers `HEAD`).
+    /// Another spelling of a standard method (`delete`) makes [`RuleSet::new`] fail.
     pub fn method(mut self, method: Method) -> Self {
         self.request = self.request.method(method);
         self
@@ -107,7 +109,7 @@ impl Rule {
         self.action
     }
 
-    /// Whether the rule applies to this principal and request.
+    /// Whether the rule applies to this principal and request (`path` canonical).
     pub fn matches(
         &self,
         principal: &Principal,
@@ -140,20 +142,36 @@ impl fmt::Display for Rule {
     }
 }
 
-/// Two rules of one set share a name (decisions would be ambiguous in the logs).
+/// Why [`RuleSet::new`] refused its rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("two rules are called {name:?}")]
-pub struct DuplicateRuleName {
-    /// The name.
-    pub name: String,
+#[non_exhaustive]
+pub enum RuleSetError {
+    /// Two rules share a name (decisions would be ambiguous in the logs).
+    #[error("two rules are called {name:?}")]
+    DuplicateName {
+        /// The name.
+        name: String,
+    },
+    /// A rule names a method that no request reaching it can have: another spelling of a
+    /// standard method (`delete`).
+    #[error("rule {rule:?}: {error}")]
+    Method {
+        /// The rule's name.
+        rule: String,
+        /// What is wrong with the method.
+        error: MatcherError,
+    },
 }
 
 /// The reason when no rule allows (or the set is empty).
 pub const NO_RULE_MATCHED: &str = "no rule allows this request";
-/// The reason for a path with `.` or `..` segments, refused before any rule runs.
-pub const DOT_SEGMENT_PATH: &str = "request path has a '.' or '..' segment";
 
 /// Rules evaluated DENY first, then ALLOW, denying when none matches.
+///
+/// Rules match the **canonical** request path ([`AuthContext::path`]): every spelling of a
+/// path that [`MtlsAuthLayer`](crate::MtlsAuthLayer) lets through has one canonical form, so a
+/// DENY rule on `/admin` cannot be walked past by `/%61dmin` or `//admin` (the layer refuses
+/// those with 400 by default, or canonicalizes them to `/admin` under settings that decode).
 ///
 /// A `RuleSet` is an [`Authorizer`]: put it in front of a whole router, or build one per route.
 /// Each decision's reason names the rule (computed once, when the rule is built, so a decision
@@ -187,15 +205,20 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// A rule set of `rules`; names must be unique.
-    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Result<Self, DuplicateRuleName> {
+    /// A rule set of `rules`; names must be unique, and methods standard spellings (`DELETE`,
+    /// not `delete`) or extension methods.
+    pub fn new(rules: impl IntoIterator<Item = Rule>) -> Result<Self, RuleSetError> {
         let rules: Box<[Rule]> = rules.into_iter().collect();
         for (i, rule) in rules.iter().enumerate() {
             if rules[..i].iter().any(|r| r.name == rule.name) {
-                return Err(DuplicateRuleName {
+                return Err(RuleSetError::DuplicateName {
                     name: rule.name.to_string(),
                 });
             }
+            rule.request.check().map_err(|error| RuleSetError::Method {
+                rule: rule.name.to_string(),
+                error,
+            })?;
         }
         let by_action = |action| {
             rules
@@ -215,8 +238,13 @@ impl RuleSet {
         &self.rules
     }
 
-    /// The decision for a principal (with its connection's roles), a method and a path.
-    /// Allocates nothing.
+    /// The decision for a principal (with its connection's roles), a method and a canonical
+    /// path. Allocates nothing.
+    ///
+    /// `path` must be canonical, as [`AuthContext::path`] is: rules compare it byte for byte.
+    /// To decide for a path from elsewhere, canonicalize it first
+    /// ([`canonicalize`](crate::authorize::canonical::canonicalize)) and treat a refusal as
+    /// a refusal.
     pub fn decide(
         &self,
         principal: &Principal,
@@ -224,9 +252,6 @@ impl RuleSet {
         method: &Method,
         path: &str,
     ) -> Decision {
-        if has_dot_segment(path) {
-            return Decision::deny(DOT_SEGMENT_PATH);
-        }
         self.order
             .iter()
             .map(|&i| &self.rules[i])
@@ -246,22 +271,20 @@ impl RuleSet {
         let decision = self.decide(principal, roles, method, path);
         let mut steps = Vec::new();
         let mut deciding_rule = None;
-        if !has_dot_segment(path) {
-            for &i in self.order.iter() {
-                let rule = &self.rules[i];
-                let request = rule.request.matches(method, path);
-                let principal = rule.principal.explain(principal, roles);
-                let matched = request && principal.matched;
-                steps.push(Step {
-                    rule: rule.name.clone(),
-                    action: rule.action,
-                    request_matched: request,
-                    principal,
-                });
-                if matched {
-                    deciding_rule = Some(rule.name.clone());
-                    break;
-                }
+        for &i in self.order.iter() {
+            let rule = &self.rules[i];
+            let request = rule.request.matches(method, path);
+            let principal = rule.principal.explain(principal, roles);
+            let matched = request && principal.matched;
+            steps.push(Step {
+                rule: rule.name.clone(),
+                action: rule.action,
+                request_matched: request,
+                principal,
+            });
+            if matched {
+                deciding_rule = Some(rule.name.clone());
+                break;
             }
         }
         Explanation {
@@ -284,7 +307,7 @@ impl Authorizer for RuleSet {
 pub struct Explanation {
     /// The decision ([`RuleSet::decide`] returns the same).
     pub decision: Decision,
-    /// The rule that decided; `None` when nothing matched (or the path was refused).
+    /// The rule that decided; `None` when nothing matched.
     pub deciding_rule: Option<Arc<str>>,
     /// The rules looked at, in evaluation order, up to the deciding one.
     pub steps: Vec<Step>,
@@ -379,8 +402,6 @@ mod tests {
         );
         let d = rules.decide(&mallory, &none, &Method::GET, "/healthz");
         assert_eq!(d, Decision::deny("denied by rule \"suspended\""));
-        let d = rules.decide(&alice, &none, &Method::GET, "/healthz/../admin");
-        assert_eq!(d, Decision::deny(DOT_SEGMENT_PATH));
         assert!(
             !RuleSet::default()
                 .decide(&alice, &none, &Method::GET, "/")
@@ -400,7 +421,56 @@ mod tests {
     #[test]
     fn duplicate_names_are_refused() {
         let err = RuleSet::new([Rule::allow("a"), Rule::deny("a")]).unwrap_err();
-        assert_eq!(err.name, "a");
+        assert_eq!(err, RuleSetError::DuplicateName { name: "a".into() });
+    }
+
+    #[test]
+    fn nonstandard_method_spellings_are_refused() {
+        for spelling in ["delete", "DeLeTe", "get", "Head"] {
+            let method = Method::from_bytes(spelling.as_bytes()).unwrap();
+            let err = RuleSet::new([Rule::deny("no-deletes").method(method)]).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    RuleSetError::Method { rule, error: MatcherError::NonStandardMethod { .. } }
+                        if rule == "no-deletes"
+                ),
+                "{spelling}: {err:?}"
+            );
+        }
+        // Extension methods have no standard spelling to collide with.
+        for extension in ["PROPFIND", "purge"] {
+            let method = Method::from_bytes(extension.as_bytes()).unwrap();
+            assert!(RuleSet::new([Rule::allow("ext").method(method)]).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_rule_on_get_covers_head() {
+        let rules = RuleSet::new([
+            Rule::deny("no-reads-of-secrets")
+                .method(Method::GET)
+                .path(PathPattern::prefix("/secrets").unwrap())
+                .principal(Matcher::any_verified()),
+            Rule::allow("rest"),
+        ])
+        .unwrap();
+        let p = person("bob", "users");
+        let none = Roles::none();
+        for method in [Method::GET, Method::HEAD] {
+            assert!(
+                !rules.decide(&p, &none, &method, "/secrets/x").is_allowed(),
+                "{method}"
+            );
+        }
+        assert!(
+            rules
+                .decide(&p, &none, &Method::POST, "/secrets/x")
+                .is_allowed()
+        );
+        // HEAD does not cover GET.
+        let head_only = RuleSet::new([Rule::allow("head").method(Method::HEAD)]).unwrap();
+        assert!(!head_only.decide(&p, &none, &Method::GET, "/").is_allowed());
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Report {
         self.counters.record(shadow.is_allowed(), agreed);
         let principal = self
             .connection
-            .principal()
+            .principal_unchecked()
             .map(ToString::to_string)
             .unwrap_or_default();
         let verdict = |d: &Decision| if d.is_allowed() { "allow" } else { "deny" };

@@ -357,10 +357,22 @@ impl ConnectionInfo {
         self.inner.facts.handshake_kind == Some(HandshakeKind::Resumed)
     }
 
-    /// The verified client identity; `None` when the client sent no certificate (possible only
-    /// with [`ClientAuth::Optional`](crate::tls::ClientAuth::Optional)).
-    pub fn principal(&self) -> Option<&Principal> {
+    /// The client identity verified **at handshake time, not re-checked**: the certificate may
+    /// have expired, or a reload may have revoked it, since. Fine for logs; for access use
+    /// [`verified_principal`](Self::verified_principal), or the principal
+    /// [`MtlsAuthLayer`](crate::MtlsAuthLayer) puts in the request. `None` when the client sent
+    /// no certificate (possible only with
+    /// [`ClientAuth::Optional`](crate::tls::ClientAuth::Optional)).
+    pub fn principal_unchecked(&self) -> Option<&Principal> {
         self.inner.facts.principal.as_ref()
+    }
+
+    /// The client identity, if it is still acceptable now ([`revalidate`](Self::revalidate)):
+    /// `Ok(None)` without a client certificate, `Err` when it expired or no longer verifies.
+    /// This is "any verified client", with no authorization.
+    pub fn verified_principal(&self) -> Result<Option<&Principal>, StaleIdentity> {
+        self.revalidate()?;
+        Ok(self.principal_unchecked())
     }
 
     /// The roles the acceptor's [`RoleMapper`] gave the principal (none without a mapper or
@@ -387,5 +399,34 @@ impl fmt::Debug for ConnectionInfo {
             .field("principal", &d.principal)
             .field("roles", &d.roles)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{CertSpec, principal};
+
+    #[test]
+    fn verified_principal_revalidates_and_the_unchecked_one_does_not() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let expired = principal(CertSpec {
+            not_after: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+            ..CertSpec::default()
+        });
+        let info =
+            ConnectionInfo::from_facts(Facts::new(peer, Some(expired), Roles::none()), None, None);
+        assert_eq!(
+            info.verified_principal().unwrap_err(),
+            StaleIdentity::Expired
+        );
+        assert!(info.principal_unchecked().is_some());
+        let fresh = principal(CertSpec::default());
+        let info =
+            ConnectionInfo::from_facts(Facts::new(peer, Some(fresh), Roles::none()), None, None);
+        assert!(info.verified_principal().unwrap().is_some());
+        let anonymous =
+            ConnectionInfo::from_facts(Facts::new(peer, None, Roles::none()), None, None);
+        assert!(anonymous.verified_principal().unwrap().is_none());
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn authenticate(
             reason: "no ConnectionInfo on the request (is the service served by tower-mtls?)",
         });
     };
-    let Some(principal) = connection.principal() else {
+    let Some(principal) = connection.principal_unchecked() else {
         return Err(NoIdentity {
             peer: Some(connection.peer_addr()),
             principal: None,

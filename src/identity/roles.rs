@@ -80,8 +80,16 @@ impl fmt::Debug for Roles {
 /// | mapper | certificate | roles |
 /// |---|---|---|
 /// | [`KubernetesRoles`] | `CN=alice, O=dev, O=ops` | `user:alice`, `group:dev`, `group:ops` |
-/// | [`OrganizationalUnitRoles`] | `OU=admins` | `admins` |
+/// | [`OrganizationalUnitRoles`] | `OU=admins` | `ou:admins` |
 /// | [`SpiffeServiceAccountRoles`] | `spiffe://td/ns/prod/sa/api` | `namespace:prod`, `serviceaccount:prod:api` |
+///
+/// **Every role of a shipped mapper starts with its namespace** (`user:`, `group:`, `ou:`,
+/// `namespace:`, `serviceaccount:`), and no two mappers, and no two fields of one mapper,
+/// share a namespace. So mappers combine without one certificate field posing as another:
+/// `OU=serviceaccount:prod:api` becomes `ou:serviceaccount:prod:api`, never the service
+/// account's role, and `O=user:root` becomes `group:user:root`. (SPIFFE path segments cannot
+/// contain `:`, so `serviceaccount:<ns>:<sa>` is unambiguous.) Give roles of your own mappers
+/// a namespace of their own too (`app:`).
 ///
 /// A pair of mappers is a mapper giving the roles of both.
 ///
@@ -129,18 +137,27 @@ impl RoleMapper for KubernetesRoles {
     }
 }
 
-/// Each subject OU is a role, verbatim.
+/// Each subject OU is a role `ou:<OU>`: `OU=admins` gives `ou:admins`. The prefix keeps OU
+/// values (which the CA's requester often chooses) from posing as other mappers' roles.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OrganizationalUnitRoles;
 
 impl RoleMapper for OrganizationalUnitRoles {
     fn roles(&self, principal: &Principal) -> Roles {
-        Roles::new(principal.organizational_units())
+        Roles::new(
+            principal
+                .organizational_units()
+                .map(|ou| format!("ou:{ou}")),
+        )
     }
 }
 
 /// The SPIFFE path convention of Istio and SPIRE on Kubernetes, `/ns/<ns>/sa/<sa>`: roles
 /// `namespace:<ns>` and `serviceaccount:<ns>:<sa>`. Any other path gives no roles.
+///
+/// The roles do not name the trust domain: with [`any_trust_domain`](Self::any_trust_domain),
+/// `prod:api` of every trusted domain has the same roles. When several trust domains are
+/// trusted, use [`in_trust_domain`](Self::in_trust_domain) (one mapper per domain you mean).
 #[derive(Clone, Debug, Default)]
 pub struct SpiffeServiceAccountRoles {
     trust_domain: Option<Box<str>>,
@@ -225,7 +242,10 @@ mod tests {
             ous: vec!["admins", "ops"],
             ..CertSpec::default()
         });
-        assert_eq!(names(OrganizationalUnitRoles.roles(&p)), ["admins", "ops"]);
+        assert_eq!(
+            names(OrganizationalUnitRoles.roles(&p)),
+            ["ou:admins", "ou:ops"]
+        );
     }
 
     #[test]
@@ -271,7 +291,44 @@ mod tests {
         );
         assert_eq!(
             names(both.roles(&p)),
-            ["admins", "namespace:prod", "serviceaccount:prod:api"]
+            ["ou:admins", "namespace:prod", "serviceaccount:prod:api"]
         );
+    }
+
+    /// The collision: an OU spelled like another mapper's role stays an OU role.
+    #[test]
+    fn certificate_fields_cannot_pose_as_other_mappers_roles() {
+        let p = principal(CertSpec {
+            cn: Some("group:admins"),
+            o: Some("user:root"),
+            // (The fixture holds at most two OUs.)
+            ous: vec!["serviceaccount:prod:api", "user:alice"],
+            uris: vec!["spiffe://example.org/ns/dev/sa/web"],
+            ..CertSpec::default()
+        });
+        let all = (
+            (OrganizationalUnitRoles, KubernetesRoles),
+            SpiffeServiceAccountRoles::any_trust_domain(),
+        );
+        let roles = all.roles(&p);
+        assert_eq!(
+            names(roles.clone()),
+            [
+                "ou:serviceaccount:prod:api",
+                "ou:user:alice",
+                "user:group:admins",
+                "group:user:root",
+                "namespace:dev",
+                "serviceaccount:dev:web",
+            ]
+        );
+        for forged in [
+            "serviceaccount:prod:api",
+            "user:alice",
+            "group:admins",
+            "user:root",
+        ] {
+            assert!(!roles.contains(forged), "{forged}");
+        }
     }
 }

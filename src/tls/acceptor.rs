@@ -41,7 +41,9 @@ pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 ///   against the *current* trust anchors, CRLs and clock, so revoking a certificate also ends
 ///   its resumptions. When the configuration that verified the chain in full is provably still
 ///   the one in force, only the certificates' validity windows are checked again (see
-///   [`HandshakeStats::resumed_validity_only`]).
+///   [`HandshakeStats::resumed_validity_only`]). A session made without a client
+///   certificate (optional client auth) does not resume once a reload made certificates
+///   required ([`AcceptError::ResumedWithoutCertificate`]).
 /// - [`reload`](Self::reload) swaps certificates, anchors and CRLs atomically for new
 ///   handshakes; connections already open are re-checked lazily on their next request (see
 ///   [`ConnectionInfo::revalidate`]).
@@ -66,7 +68,7 @@ pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 ///     // The handshake runs in its own task: a slow client never holds up `accept`.
 ///     tokio::spawn(async move {
 ///         if let Ok((tls, info)) = acceptor.accept(tcp, peer).await {
-///             println!("{:?} connected as {:?}", info.peer_addr(), info.principal());
+///             println!("{:?} connected as {:?}", info.peer_addr(), info.principal_unchecked());
 ///             // serve `tls`, attaching `info` to every request
 /// #           drop(tls);
 ///         }
@@ -394,7 +396,14 @@ impl MtlsAcceptor {
         conn: &rustls::ServerConnection,
     ) -> Result<Option<TrustBundle>, AcceptError> {
         let Some(chain) = peer_chain(conn) else {
-            return Ok(None);
+            // rustls skips client authentication on resumption, including whether it is
+            // mandatory: a session from optional mode resumes without a certificate after a
+            // reload to required mode.
+            return if current.requires_client_certificate() {
+                Err(AcceptError::ResumedWithoutCertificate)
+            } else {
+                Ok(None)
+            };
         };
         let now = SystemTime::now();
         let validity_only = match current.resumed_check {

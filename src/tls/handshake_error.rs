@@ -33,6 +33,11 @@ pub enum AcceptError {
     /// is no longer trusted).
     #[error("resumed session refused: its client certificate no longer verifies: {0}")]
     ResumedCertificateRejected(rustls::Error),
+    /// A session created without a client certificate (under optional client auth) was
+    /// resumed after the configuration started requiring one: rustls does not ask again on
+    /// resumption, so the acceptor refuses it.
+    #[error("resumed session refused: it has no client certificate and one is now required")]
+    ResumedWithoutCertificate,
     /// The connection failed during the handshake (reset, closed early).
     #[error("I/O error during the TLS handshake: {0}")]
     Io(io::Error),
@@ -152,6 +157,7 @@ impl AcceptError {
             AcceptError::Shed(_) => HandshakeFailure::Shed,
             AcceptError::Tls(e) => classify(e),
             AcceptError::ResumedCertificateRejected(_) => HandshakeFailure::ResumptionRevoked,
+            AcceptError::ResumedWithoutCertificate => HandshakeFailure::NoCertificate,
             AcceptError::Io(_) => HandshakeFailure::Io,
             AcceptError::Certificate(_) => HandshakeFailure::UnparsableCertificate,
         }

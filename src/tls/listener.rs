@@ -57,7 +57,7 @@ pub const DEFAULT_MAX_ANONYMOUS_CONNECTIONS_PER_IP: usize = 16;
 ///
 /// let mut listener = MtlsListener::bind("127.0.0.1:8443", MtlsAcceptor::new(config)).await?;
 /// while let Some((tls, info)) = listener.accept().await {
-///     println!("{} connected as {:?}", info.peer_addr(), info.principal());
+///     println!("{} connected as {:?}", info.peer_addr(), info.principal_unchecked());
 /// #   drop(tls);
 /// }
 /// # Ok(()) }

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::TlsAcceptor;
 
 use crate::identity::trust_bundle::TrustBundle;
@@ -72,6 +73,14 @@ impl Snapshot {
     pub(crate) fn server_certificate_expired(&self, now: SystemTime) -> bool {
         self.server_not_after
             .is_some_and(|not_after| now > not_after)
+    }
+
+    /// Whether this configuration requires a client certificate (rustls checks it on full
+    /// handshakes only). Snapshots without a verifier of ours do not resume at all.
+    pub(crate) fn requires_client_certificate(&self) -> bool {
+        self.verifier
+            .as_ref()
+            .is_some_and(|verifier| verifier.client_auth_mandatory())
     }
 
     /// Whether this snapshot can re-verify chains (and so allows resumption).

@@ -242,3 +242,33 @@ impl LogCapture {
             .collect()
     }
 }
+
+/// Serves an axum app over `acceptor` on an ephemeral loopback port, with `ConnectionInfo` in
+/// every request, the way the axum docs of the crate say.
+pub async fn serve_axum(app: axum::Router, acceptor: MtlsAcceptor) -> SocketAddr {
+    let listener = tower_mtls::MtlsListener::bind("127.0.0.1:0", acceptor)
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<tower_mtls::ConnectionInfo>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// A directory for `ServeDir` with `private/x`, `public/x` and `x`, each file holding its own
+/// name.
+pub fn site() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["private/x", "public/x", "x"] {
+        let file = dir.path().join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, format!("/{name}")).unwrap();
+    }
+    dir
+}
