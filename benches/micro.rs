@@ -161,6 +161,45 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the `metrics` feature costs with a Prometheus recorder installed (the exporter's own
+/// recorder, with no HTTP listener), next to the same work without one.
+fn metrics_recorder(c: &mut Criterion) {
+    let pki = Pki::p256();
+    let info = support::connection_info(&pki);
+    let service = service_fn(support::hello::<()>);
+    let mut allow_any = AddExtension::new(
+        MtlsAuthLayer::new(AllowAnyVerified).layer(service),
+        info.clone(),
+    );
+    let config = pki.config();
+    let client = pki.client_config(&[b"http/1.1"], false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mtls = MtlsAcceptor::new(config);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+
+    let mut group = c.benchmark_group("metrics_recorder");
+    group.bench_function("request_no_recorder", |b| {
+        b.iter(|| support::call_now(&mut allow_any, Request::new(())))
+    });
+    metrics::with_local_recorder(&recorder, || {
+        group.bench_function("request_prometheus_recorder", |b| {
+            b.iter(|| support::call_now(&mut allow_any, Request::new(())))
+        });
+    });
+    group.bench_function("handshake_no_recorder", |b| {
+        b.iter(|| rt.block_on(support::mtls_duplex(&mtls, client.clone())))
+    });
+    metrics::with_local_recorder(&recorder, || {
+        group.bench_function("handshake_prometheus_recorder", |b| {
+            b.iter(|| rt.block_on(support::mtls_duplex(&mtls, client.clone())))
+        });
+    });
+    group.finish();
+}
+
 /// The same P-256 client chain (leaf + intermediate) under four trust configurations: one
 /// bundle (today's cost), four named bundles with the client's last (the issuer names settle
 /// which bundle), two bundles whose roots share the client root's subject (path building
@@ -276,6 +315,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = principal_extraction, per_request, handshake, trust_bundles
+    targets = principal_extraction, per_request, handshake, trust_bundles, metrics_recorder
 }
 criterion_main!(benches);

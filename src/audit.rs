@@ -18,11 +18,12 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::identity::lookup::NoIdentity;
 use crate::identity::principal::Principal;
+use crate::metrics::{self, ReloadSource};
 use crate::reject::Rejection;
+use crate::tls::config_error::ConfigError;
 use crate::tls::handshake_error::{AcceptError, HandshakeFailure, ShedCause};
 
 /// Events of one kind logged per window; the rest are summarized.
@@ -32,13 +33,20 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Characters of one peer-controlled field kept in a log event.
 const MAX_FIELD_CHARS: usize = 256;
 
-/// The one event of a request without a verified identity.
-pub(crate) fn unauthenticated(failure: &NoIdentity<'_>, method: &http::Method, path: &str) {
+/// The one event of a request without a verified identity (`reason` says why; `principal` is
+/// the connection's when it stopped verifying).
+pub(crate) fn unauthenticated(
+    peer: Option<SocketAddr>,
+    principal: Option<&Principal>,
+    reason: &str,
+    method: &http::Method,
+    path: &str,
+) {
     request_rejected(
-        failure.peer,
-        failure.principal,
+        peer,
+        principal,
         Rejection::Unauthenticated,
-        failure.reason,
+        reason,
         method,
         path,
     );
@@ -99,9 +107,11 @@ fn request_rejected(
     }
     let principal = principal.map(|p| p.to_string());
     tracing::warn!(
+        event = "request_rejected",
         peer = %OptionalPeer(peer),
         principal = principal.as_deref().map(|p| tracing::field::display(Untrusted(p))),
         status = rejection.status().as_u16(),
+        cause = rejection.label(),
         reason = ?Untrusted(reason),
         method = %Untrusted(method.as_str()),
         path = ?Untrusted(path),
@@ -116,7 +126,13 @@ pub(crate) fn handshake_failed(peer: SocketAddr, error: &AcceptError) {
         return;
     }
     let error = error.to_string();
-    tracing::warn!(peer = %peer, cause = %cause, error = %Untrusted(&error), "TLS handshake failed");
+    tracing::warn!(
+        event = "handshake_failed",
+        peer = %peer,
+        cause = cause.label(),
+        error = %Untrusted(&error),
+        "TLS handshake failed: {cause}"
+    );
 }
 
 /// The one event of a TCP connection the listener closed before any handshake.
@@ -124,7 +140,12 @@ pub(crate) fn connection_refused(peer: SocketAddr, cause: ShedCause) {
     if !LIMITER.admit(Kind::Refused(cause), Instant::now()) {
         return;
     }
-    tracing::warn!(peer = %peer, cause = %cause, "connection refused");
+    tracing::warn!(
+        event = "connection_refused",
+        peer = %peer,
+        cause = cause.label(),
+        "connection refused: {cause}"
+    );
 }
 
 /// `accept()` itself failed (out of file descriptors, typically).
@@ -132,7 +153,109 @@ pub(crate) fn accept_failed(error: &std::io::Error) {
     if !LIMITER.admit(Kind::AcceptFailed, Instant::now()) {
         return;
     }
-    tracing::warn!(%error, "TCP accept failed");
+    tracing::warn!(event = "accept_failed", %error, "TCP accept failed");
+}
+
+/// A new configuration is in force.
+pub(crate) fn reload_applied(source: ReloadSource, generation: u64) {
+    metrics::reload(source, true);
+    tracing::info!(
+        event = "reload_applied",
+        source = source.label(),
+        generation,
+        "TLS configuration reloaded"
+    );
+}
+
+/// A new configuration was refused; the one in force stays.
+pub(crate) fn reload_refused(source: ReloadSource, error: &ConfigError) {
+    metrics::reload(source, false);
+    tracing::error!(
+        event = "reload_refused",
+        source = source.label(),
+        %error,
+        "TLS configuration reload refused; keeping the current one"
+    );
+}
+
+/// An open connection's certificate no longer verifies after a reload.
+pub(crate) fn identity_revoked(
+    peer: SocketAddr,
+    principal: &Principal,
+    generation: u64,
+    error: &rustls::Error,
+) {
+    let error = error.to_string();
+    tracing::warn!(
+        event = "identity_revoked",
+        peer = %peer,
+        principal = %Escaped(principal),
+        generation,
+        error = %Untrusted(&error),
+        "open connection's certificate no longer verifies after reload"
+    );
+}
+
+/// Open connections that no longer verify after a reload are being closed.
+pub(crate) fn revoked_connections(generation: u64, connections: usize, grace: Duration) {
+    metrics::revoked_connections(connections);
+    tracing::warn!(
+        event = "connections_revoked",
+        generation,
+        connections,
+        grace_ms = grace.as_millis() as u64,
+        "closing open connections whose certificate no longer verifies"
+    );
+}
+
+/// A certificate or CRL of the configuration expires soon, or has expired (`what`: `server
+/// certificate`, `client CA`, `intermediate`, `CRL`).
+pub(crate) fn expiry(what: &str, origin: &dyn fmt::Display, name: &str, until: SystemTime) {
+    let now = SystemTime::now();
+    let not_after = humantime_utc(until);
+    match until.duration_since(now) {
+        Err(_) => tracing::error!(
+            event = "expired",
+            what,
+            file = %origin,
+            name = %Untrusted(name),
+            not_after,
+            "{what} has expired"
+        ),
+        Ok(left) => tracing::warn!(
+            event = "expires_soon",
+            what,
+            file = %origin,
+            name = %Untrusted(name),
+            not_after,
+            days_left = left.as_secs() / 86_400,
+            "{what} expires soon"
+        ),
+    }
+}
+
+/// `t` as RFC 3339 UTC (seconds), without a date-time crate.
+fn humantime_utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 struct OptionalPeer(Option<SocketAddr>);
@@ -176,6 +299,16 @@ impl Untrusted<'_> {
         } else {
             Ok(())
         }
+    }
+}
+
+/// A value whose text a peer chose (a certificate's names), written as [`Untrusted`] text
+/// when, and only when, it is formatted.
+pub(crate) struct Escaped<'a, T>(pub(crate) &'a T);
+
+impl<T: fmt::Display> fmt::Display for Escaped<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Untrusted(&self.0.to_string()).write(f, false)
     }
 }
 
@@ -248,16 +381,18 @@ impl Kind {
     }
 
     fn summarize(self, suppressed: u64) {
-        let (event, cause) = match self {
-            Kind::Unauthenticated => ("request rejected", "401"),
-            Kind::Forbidden => ("request rejected", "403"),
-            Kind::BadRequest => ("request rejected", "400"),
-            Kind::AcceptFailed => ("TCP accept failed", ""),
-            Kind::Handshake(cause) => ("TLS handshake failed", cause.as_str()),
-            Kind::Refused(cause) => ("connection refused", cause.as_str()),
+        let (suppressed_event, cause) = match self {
+            Kind::Unauthenticated => ("request_rejected", "unauthenticated"),
+            Kind::Forbidden => ("request_rejected", "forbidden"),
+            Kind::BadRequest => ("request_rejected", "bad_request"),
+            Kind::AcceptFailed => ("accept_failed", ""),
+            Kind::Handshake(cause) => ("handshake_failed", cause.label()),
+            Kind::Refused(cause) => ("connection_refused", cause.label()),
         };
+        metrics::log_events_suppressed(suppressed_event, suppressed);
         tracing::warn!(
-            event,
+            event = "events_suppressed",
+            suppressed_event,
             cause,
             suppressed,
             window_ms = WINDOW.as_millis() as u64,

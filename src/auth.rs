@@ -16,6 +16,7 @@ use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
 use crate::authorize::canonical::{PathNormalization, canonicalize, check_request_method};
 use crate::identity::lookup::authenticate;
 use crate::identity::principal::Principal;
+use crate::metrics::{self, RequestOutcome};
 use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
 
 /// Applies [`MtlsAuth`]: 401 without a verified identity, 400 for a request spelled so that
@@ -222,7 +223,14 @@ where
             let (connection, principal) = match authenticate(req.extensions()) {
                 Ok(found) => found,
                 Err(failure) => {
-                    audit::unauthenticated(&failure, req.method(), uri.path());
+                    metrics::request(RequestOutcome::Unauthenticated);
+                    audit::unauthenticated(
+                        failure.peer,
+                        failure.principal,
+                        failure.reason,
+                        req.method(),
+                        uri.path(),
+                    );
                     return rejected(
                         self.responder
                             .respond(Rejection::Unauthenticated, req.headers()),
@@ -231,6 +239,7 @@ where
             };
             let peer = connection.peer_addr();
             let refused = |reason: &str| {
+                metrics::request(RequestOutcome::BadRequest);
                 audit::bad_request(peer, principal, reason, req.method(), uri.path());
                 rejected(self.responder.respond(Rejection::BadRequest, req.headers()))
             };
@@ -256,6 +265,7 @@ where
             // machine holding the request in between.
             Verdict::Now(decision) => match decision {
                 Decision::Allow { .. } => {
+                    metrics::request(RequestOutcome::Allowed);
                     let mut req = req;
                     req.extensions_mut().insert(principal);
                     ResponseFuture {
@@ -319,6 +329,7 @@ fn forbidden<R: Respond<B>, B, ReqBody>(
     reason: &str,
     request: &Request<ReqBody>,
 ) -> Response<B> {
+    metrics::request(RequestOutcome::Denied);
     audit::forbidden(
         peer,
         principal,
@@ -393,6 +404,7 @@ where
                     };
                     match decision {
                         Decision::Allow { .. } => {
+                            metrics::request(RequestOutcome::Allowed);
                             request.extensions_mut().insert(principal);
                             let future = inner.call(request);
                             state.set(State::Calling { future });

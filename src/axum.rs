@@ -329,7 +329,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AnyVerifiedPrincipal {
                 let path = original_uri_in(&parts.extensions)
                     .unwrap_or(&parts.uri)
                     .path();
-                audit::unauthenticated(&failure, &parts.method, path);
+                audit::unauthenticated(
+                    failure.peer,
+                    failure.principal,
+                    failure.reason,
+                    &parts.method,
+                    path,
+                );
                 Err(PrincipalRejection {
                     kind: RejectionKind::Unauthenticated,
                     grpc: reject::is_grpc(&parts.headers),

@@ -66,7 +66,9 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
 use tower_service::Service;
+use tracing::Instrument;
 
+use crate::audit::Escaped;
 use crate::identity::connection::ConnectionInfo;
 use crate::tls::accept_loop::{Accepted, Handoff};
 use crate::tls::listener::MtlsListener;
@@ -447,9 +449,17 @@ impl<M> Serving<M> {
     {
         let service = (self.per_connection)(&info);
         let peer = info.peer_addr();
-        if let Err(err) =
-            serve_one(&self.builder, &self.timeouts, service, stream, info, phase).await
-        {
+        // Everything logged while this connection is served — the handlers' events included —
+        // is attributed to its peer and principal.
+        let span = tracing::info_span!(
+            "connection",
+            peer = %peer,
+            principal = info.principal_unchecked().map(|p| tracing::field::display(Escaped(p))),
+        );
+        let served = serve_one(&self.builder, &self.timeouts, service, stream, info, phase)
+            .instrument(span)
+            .await;
+        if let Err(err) = served {
             tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
         }
     }

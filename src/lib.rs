@@ -74,6 +74,7 @@
 //! | `axum` | `axum::serve` with the HTTP timeouts, `MtlsListener` as an axum 0.8 `Listener`, extractors (implies `hyper`) | |
 //! | `tonic` | an incoming stream for tonic 0.14, request helpers | |
 //! | `policy` | TOML policy files (serde, toml) | |
+//! | `metrics` | [`metrics`]: counters, gauges and a histogram through the `metrics` facade | |
 //! | `spiffe` | [`workload_api`]: X509-SVIDs and bundles from the SPIFFE Workload API | |
 //! | `test-util` | [`test_util`] | |
 //!
@@ -100,6 +101,7 @@ pub mod forwarded;
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 pub mod identity;
+pub mod metrics;
 #[cfg(feature = "policy")]
 #[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
 pub mod policy;

@@ -25,6 +25,16 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A stable snake_case name, for metric labels and machine-readable logs:
+    /// `unauthenticated`, `forbidden`, `bad_request`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::Forbidden => "forbidden",
+            Rejection::BadRequest => "bad_request",
+        }
+    }
+
     /// The HTTP status for plain HTTP callers.
     pub fn status(self) -> StatusCode {
         match self {

@@ -333,6 +333,7 @@ fn feature_gates_only_in_lib_and_integration_files() {
         "",
         "hyper",
         "axum",
+        "metrics",
         "tonic",
         "workload_api",
         "tls::provider",

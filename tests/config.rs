@@ -371,3 +371,65 @@ fn expired_server_certificate_builds_with_a_warning() {
         "logs: {text}"
     );
 }
+
+/// At every build: a warning for what expires within the windows, an error for what has
+/// expired, nothing for what is far from it.
+#[test]
+fn expiring_certificates_and_crls_are_warned_about() {
+    let setup = Setup::new();
+    let build = |builder: MtlsConfigBuilder| {
+        let logs = common::LogCapture::default();
+        let built = tracing::subscriber::with_default(logs.subscriber(), || builder.build());
+        assert!(built.is_ok(), "{:?}", built.err());
+        logs.text()
+    };
+    let quiet = build(setup.builder().crl_pem(setup.ca.crl(&[])));
+    assert!(
+        !quiet.contains("expires_soon") && !quiet.contains("event=\"expired\""),
+        "{quiet}"
+    );
+
+    // A CA that expires in 3 days, a CRL due in 2 hours.
+    let mut params = common::pki::client_params("short CA", &[]);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+    let short_ca = setup.ca.issue(params);
+    let crl = setup.ca.crl_until(
+        &[],
+        time::OffsetDateTime::now_utc() + time::Duration::hours(2),
+    );
+    let text = build(
+        setup
+            .builder()
+            .client_ca_pem(short_ca.chain_pem())
+            .crl_pem(crl.clone()),
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("expires_soon"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("what=\"client CA\"") && l.contains("short CA")),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.contains("what=\"CRL\"")), "{text}");
+    // Narrower windows: nothing to say.
+    let text = build(
+        setup
+            .builder()
+            .client_ca_pem(short_ca.chain_pem())
+            .crl_pem(crl)
+            .expiry_warnings(
+                std::time::Duration::from_secs(86_400),
+                std::time::Duration::from_secs(60),
+            ),
+    );
+    assert!(!text.contains("expires_soon"), "{text}");
+}

@@ -748,3 +748,101 @@ async fn the_timeout_flags_are_enforced() {
         );
     }
 }
+
+/// `--metrics ADDR`: after a bounded run of good and bad clients, the numbers in the
+/// Prometheus text at `http://ADDR/metrics` are exactly what the clients saw.
+async fn metrics_contract(name: &str) {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let mut args = files(&setup, &dir);
+    args.extend(["--metrics".into(), metrics_addr.to_string()]);
+    let server = start(name, &args);
+    let alice = setup.ca.client("alice", &["admins"]);
+    let bob = setup.ca.client("bob", &["users"]);
+    let mallory = common::pki::Ca::root("test CA").client("alice", &["admins"]);
+    let (mut ok, mut denied, mut refused) = (0, 0, 0);
+    for round in 0..5 {
+        // A fresh client configuration each time: full handshakes only.
+        let reply = client::get_once(server.addr, setup.client(Some(&alice)), "/admin").await;
+        assert_eq!(reply.unwrap().status, StatusCode::OK);
+        ok += 1;
+        if round % 2 == 0 {
+            let reply = client::get_once(server.addr, setup.client(Some(&bob)), "/admin").await;
+            assert_eq!(reply.unwrap().status, StatusCode::FORBIDDEN);
+            denied += 1;
+        }
+        let reply = client::get_once(server.addr, setup.client(Some(&mallory)), "/admin").await;
+        assert!(reply.is_err());
+        refused += 1;
+    }
+    let scrape = || async {
+        let tcp = tokio::net::TcpStream::connect(metrics_addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let request = http::Request::get("/metrics")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        use http_body_util::BodyExt;
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, client::BoxError>(String::from_utf8_lossy(&body).into_owned())
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // The server records a failed handshake a moment after the client sees it fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape().await.unwrap();
+        if value(
+            &text,
+            r#"tower_mtls_handshake_failures_total{cause="bad_signature"}"#,
+        ) >= refused as f64
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expect = |series: &str, want: i32| {
+        assert_eq!(
+            value(&text, series),
+            f64::from(want),
+            "{name} {series}\n{text}"
+        );
+    };
+    expect(
+        r#"tower_mtls_handshakes_total{result="ok",kind="full"}"#,
+        ok + denied,
+    );
+    expect(
+        r#"tower_mtls_handshakes_total{result="failed",kind="full"}"#,
+        refused,
+    );
+    // mallory's CA has the same name as ours: the signature gives it away.
+    expect(
+        r#"tower_mtls_handshake_failures_total{cause="bad_signature"}"#,
+        refused,
+    );
+    expect(r#"tower_mtls_requests_total{decision="allowed"}"#, ok);
+    expect(r#"tower_mtls_requests_total{decision="denied"}"#, denied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_server_metrics() {
+    metrics_contract("hyper_server").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_metrics() {
+    metrics_contract("axum_server").await;
+}

@@ -50,6 +50,10 @@ pub struct Args {
     /// CRL file (repeatable).
     #[arg(long, value_name = "PEM")]
     pub crl: Vec<PathBuf>,
+    /// Serve the Prometheus text format at http://ADDR/metrics (plain HTTP on its own
+    /// listener; meant for loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Whether clients must present a certificate.
     #[arg(long = "client-auth", value_enum, default_value_t = Mode::Required)]
     pub client_auth: Mode,
@@ -182,6 +186,13 @@ pub async fn configure(name: &str, grpc: bool) -> Result<(Args, Tls), ExitCode> 
     init_tracing();
     if args.policy.is_some() && name != "axum_server" {
         return Err(usage_error("--policy is supported by axum_server only"));
+    }
+    if let Some(addr) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|err| usage_error(format!("--metrics {addr}: {err}")))?;
+        println!("metrics on http://{addr}/metrics");
     }
     if grpc && (args.header_timeout.is_some() || args.idle_timeout.is_some()) {
         tracing::warn!(

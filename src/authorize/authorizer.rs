@@ -108,6 +108,13 @@ impl Decision {
         matches!(self, Decision::Allow { .. })
     }
 
+    /// The name of the rule that decided, shared (see [`Reason::rule`]).
+    pub(crate) fn rule_name(&self) -> Option<&Arc<str>> {
+        match self {
+            Decision::Allow { reason } | Decision::Deny { reason } => reason.rule_name(),
+        }
+    }
+
     /// The reason.
     pub fn reason(&self) -> &str {
         match self {

@@ -29,6 +29,14 @@ enum Repr {
     Static(&'static str),
     Shared(Arc<str>),
     Owned(String),
+    // A rule's reason: its text and the rule's name, in one allocation shared by every
+    // decision the rule makes.
+    Rule(Arc<RuleReason>),
+}
+
+struct RuleReason {
+    name: Arc<str>,
+    text: Box<str>,
 }
 
 impl Reason {
@@ -38,6 +46,32 @@ impl Reason {
             Repr::Static(s) => s,
             Repr::Shared(s) => s,
             Repr::Owned(s) => s,
+            Repr::Rule(r) => &r.text,
+        }
+    }
+
+    /// The name of the policy rule that made the decision, when a [`Rule`](super::Rule) made
+    /// it (the `rule` label of the crate's metrics).
+    pub fn rule(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Rule(r) => Some(&r.name),
+            _ => None,
+        }
+    }
+
+    /// The reason of rule `name`.
+    pub(crate) fn of_rule(name: Arc<str>, text: String) -> Self {
+        Reason(Repr::Rule(Arc::new(RuleReason {
+            name,
+            text: text.into_boxed_str(),
+        })))
+    }
+
+    /// The rule's name as the shared string it was built with.
+    pub(crate) fn rule_name(&self) -> Option<&Arc<str>> {
+        match &self.0 {
+            Repr::Rule(r) => Some(&r.name),
+            _ => None,
         }
     }
 }

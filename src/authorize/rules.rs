@@ -14,6 +14,7 @@ use crate::authorize::reason::Reason;
 use crate::authorize::request::{PathPattern, RequestMatcher};
 use crate::identity::principal::Principal;
 use crate::identity::roles::Roles;
+use crate::metrics;
 
 /// What a matching rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,7 +65,7 @@ impl Rule {
             Action::Deny => "denied",
         };
         // The one allocation of the reason, shared by every decision this rule makes.
-        let reason = Reason::from(Arc::<str>::from(format!("{verb} by rule {name:?}")));
+        let reason = Reason::of_rule(name.clone(), format!("{verb} by rule {name:?}"));
         Rule {
             name,
             action,
@@ -252,11 +253,14 @@ impl RuleSet {
         method: &Method,
         path: &str,
     ) -> Decision {
-        self.order
+        let decision = self
+            .order
             .iter()
             .map(|&i| &self.rules[i])
             .find(|rule| rule.matches(principal, roles, method, path))
-            .map_or(Decision::deny(NO_RULE_MATCHED), Rule::decision)
+            .map_or(Decision::deny(NO_RULE_MATCHED), Rule::decision);
+        metrics::authz_decision(decision.rule_name(), decision.is_allowed());
+        decision
     }
 
     /// Like [`decide`](RuleSet::decide), with every rule's verdict in evaluation order: for

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict, VerdictFuture};
 use crate::identity::connection::ConnectionInfo;
+use crate::metrics;
 
 /// Enforces `E`'s decisions and only logs and counts `S`'s: run a candidate policy next to
 /// the enforcing one, and never enforce it.
@@ -158,6 +159,9 @@ impl Report {
     fn record(&self, enforced: &Decision, shadow: &Decision) {
         let agreed = enforced.is_allowed() == shadow.is_allowed();
         self.counters.record(shadow.is_allowed(), agreed);
+        if !agreed {
+            metrics::shadow_disagreement(shadow.rule_name().map(|name| &**name));
+        }
         let principal = self
             .connection
             .principal_unchecked()

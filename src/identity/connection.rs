@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use rustls::pki_types::CertificateDer;
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 
+use crate::audit;
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
 use crate::identity::trust_bundle::TrustBundle;
@@ -305,12 +306,11 @@ impl ConnectionInfo {
             Ordering::Release,
         );
         verdict.map_err(|error| {
-            tracing::warn!(
-                peer = %self.inner.facts.peer_addr,
-                principal = %principal,
-                generation = current.generation,
-                %error,
-                "open connection's certificate no longer verifies after reload"
+            audit::identity_revoked(
+                self.inner.facts.peer_addr,
+                principal,
+                current.generation,
+                &error,
             );
             StaleIdentity::NoLongerTrusted
         })

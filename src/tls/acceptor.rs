@@ -16,6 +16,7 @@ use crate::audit;
 use crate::identity::connection::{ConnectionInfo, peer_chain};
 use crate::identity::roles::RoleMapper;
 use crate::identity::trust_bundle::TrustBundle;
+use crate::metrics::{self, ReloadSource};
 use crate::tls::admission::{HelloReceived, Lease};
 use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
 use crate::tls::config_error::ConfigError;
@@ -199,21 +200,33 @@ impl MtlsAcceptor {
     /// CRLs. The session cache is carried over, and resumed sessions are re-verified against
     /// the new configuration, so a certificate revoked by the reload cannot resume.
     pub fn reload(&self, config: MtlsConfig) {
-        let generation = self.shared.trust.replace(config);
-        tracing::info!(generation, "TLS configuration reloaded");
+        self.reload_as(config, ReloadSource::Manual);
     }
 
     /// Builds a configuration from `builder` (reading its files again) and, if it is valid,
     /// [`reload`](Self::reload)s it. A bad configuration is refused, logged, and the current one
     /// stays in force.
     pub fn reload_from(&self, builder: &MtlsConfigBuilder) -> Result<(), ConfigError> {
+        self.reload_from_as(builder, ReloadSource::Manual)
+    }
+
+    pub(crate) fn reload_as(&self, config: MtlsConfig, source: ReloadSource) {
+        let generation = self.shared.trust.replace(config);
+        audit::reload_applied(source, generation);
+    }
+
+    pub(crate) fn reload_from_as(
+        &self,
+        builder: &MtlsConfigBuilder,
+        source: ReloadSource,
+    ) -> Result<(), ConfigError> {
         match builder.build() {
             Ok(config) => {
-                self.reload(config);
+                self.reload_as(config, source);
                 Ok(())
             }
             Err(err) => {
-                tracing::error!(error = %err, "TLS configuration reload refused; keeping the current one");
+                audit::reload_refused(source, &err);
                 Err(err)
             }
         }
@@ -272,9 +285,26 @@ impl MtlsAcceptor {
     {
         let result = self.handshake(io, peer_addr, local_addr, lease).await;
         match &result {
-            Ok(_) => self.shared.counters.record_accepted(),
+            Ok((_, info)) => {
+                self.shared.counters.record_accepted();
+                let resumed = info.is_resumed();
+                // How long the certificate has left, at full handshakes (a resumption says
+                // nothing new about it).
+                let remaining = info.principal_unchecked().filter(|_| !resumed).map(|p| {
+                    p.not_after()
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default()
+                });
+                metrics::handshake_ok(resumed, remaining);
+            }
             Err(err) => {
                 self.shared.counters.record_rejected(err.cause());
+                let resumed = matches!(
+                    err,
+                    AcceptError::ResumedCertificateRejected(_)
+                        | AcceptError::ResumedWithoutCertificate
+                );
+                metrics::handshake_failed(err.cause(), resumed);
                 audit::handshake_failed(peer_addr, err);
             }
         }

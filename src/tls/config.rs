@@ -14,7 +14,9 @@ use crate::identity::spiffe_id::validate_trust_domain;
 use crate::identity::trust_bundle::{TrustBundle, validate_bundle_name};
 use crate::tls::bundles::{BundleInputs, RevocationRules, TrustBundles};
 use crate::tls::config_error::ConfigError;
-use crate::tls::pem::{Der, Source, check_is_ca, server_not_after};
+use crate::tls::pem::{
+    Der, Source, check_is_ca, server_not_after, warn_expiring_certs, warn_expiring_crls,
+};
 use crate::tls::provider::crypto_provider;
 use crate::tls::resumption::ResumedCheck;
 use crate::tls::verifier::BundleVerifier;
@@ -96,6 +98,27 @@ pub struct MtlsConfigBuilder {
     unknown_revocation: UnknownRevocation,
     enforce_crl_expiry: bool,
     alpn: Option<Vec<Vec<u8>>>,
+    expiry_warnings: ExpiryWarnings,
+}
+
+/// Default window of [`MtlsConfigBuilder::expiry_warnings`] for certificates: 14 days.
+pub const DEFAULT_CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+/// Default window of [`MtlsConfigBuilder::expiry_warnings`] for CRLs: 1 day.
+pub const DEFAULT_CRL_EXPIRY_WARNING: Duration = Duration::from_secs(86_400);
+
+#[derive(Clone, Copy, Debug)]
+struct ExpiryWarnings {
+    certs: Duration,
+    crls: Duration,
+}
+
+impl Default for ExpiryWarnings {
+    fn default() -> Self {
+        ExpiryWarnings {
+            certs: DEFAULT_CERT_EXPIRY_WARNING,
+            crls: DEFAULT_CRL_EXPIRY_WARNING,
+        }
+    }
 }
 
 /// A built mutual-TLS server configuration: the rustls [`ServerConfig`] plus the client
@@ -370,6 +393,15 @@ impl MtlsConfigBuilder {
         self
     }
 
+    /// How early [`build`](Self::build) warns — at start and at every reload — that the server
+    /// certificate, a CA or intermediate certificate expires (`certs`, default 14 days) or that
+    /// a CRL's `nextUpdate` comes (`crls`, default 1 day). Past that date it logs an error. The
+    /// events are `expires_soon` and `expired`, with `what`, `file`, `name` and `not_after`.
+    pub fn expiry_warnings(mut self, certs: Duration, crls: Duration) -> Self {
+        self.expiry_warnings = ExpiryWarnings { certs, crls };
+        self
+    }
+
     /// ALPN protocols to offer, most preferred first (default `h2`, `http/1.1`).
     pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
         self.alpn = Some(protocols);
@@ -394,6 +426,13 @@ impl MtlsConfigBuilder {
 
         let (cert_origin, chain) = cert_source.certs()?;
         let server_not_after = server_not_after(&cert_origin, &chain);
+        let windows = self.expiry_warnings;
+        warn_expiring_certs(
+            "server certificate",
+            &cert_origin,
+            &chain[..chain.len().min(1)],
+            windows.certs,
+        );
         let (key_origin, key) = key_source.key()?;
 
         let mut ca: Vec<(TrustBundle, Vec<TrustAnchor<'static>>)> = Vec::new();
@@ -408,7 +447,7 @@ impl MtlsConfigBuilder {
                     TrustBundle::Named(name.as_str().into())
                 }
             };
-            let anchors = read_anchors(source)?;
+            let anchors = read_anchors(source, "client CA", windows.certs)?;
             match ca.iter_mut().find(|(known, _)| *known == bundle) {
                 Some((_, known)) => known.extend(anchors),
                 None => ca.push((bundle, anchors)),
@@ -425,7 +464,7 @@ impl MtlsConfigBuilder {
                     name: trust_domain.clone(),
                 });
             }
-            let anchors = read_anchors(source)?;
+            let anchors = read_anchors(source, "SPIFFE bundle CA", windows.certs)?;
             match spiffe.iter_mut().find(|(td, _)| **td == **trust_domain) {
                 Some((_, known)) => known.extend(anchors),
                 None => spiffe.push((trust_domain.as_str().into(), anchors)),
@@ -438,6 +477,7 @@ impl MtlsConfigBuilder {
             for (i, ca) in certs.iter().enumerate() {
                 check_is_ca(&origin, i + 1, ca)?;
             }
+            warn_expiring_certs("intermediate certificate", &origin, &certs, windows.certs);
             intermediates.extend(certs);
         }
 
@@ -445,7 +485,9 @@ impl MtlsConfigBuilder {
 
         let mut crls = Vec::new();
         for source in &self.crls {
-            crls.extend(source.crls()?.1);
+            let (origin, found) = source.crls()?;
+            warn_expiring_crls(&origin, &found, windows.crls);
+            crls.extend(found);
         }
 
         let bundles = TrustBundles::build(
@@ -503,8 +545,13 @@ impl MtlsConfigBuilder {
 }
 
 /// The trust anchors of the CA certificates in `source`, each checked to be a CA.
-fn read_anchors(source: &Source) -> Result<Vec<TrustAnchor<'static>>, ConfigError> {
+fn read_anchors(
+    source: &Source,
+    what: &str,
+    warn_within: Duration,
+) -> Result<Vec<TrustAnchor<'static>>, ConfigError> {
     let (origin, certs) = source.certs()?;
+    warn_expiring_certs(what, &origin, &certs, warn_within);
     let mut anchors = Vec::with_capacity(certs.len());
     for (i, ca) in certs.iter().enumerate() {
         check_is_ca(&origin, i + 1, ca)?;

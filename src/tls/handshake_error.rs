@@ -107,6 +107,39 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// A stable snake_case name, for metric labels and machine-readable logs:
+    /// `"unknown_issuer"`, `"expired"`, `"bad_eku"`, ... (the `cause` label of
+    /// `tower_mtls_handshake_failures_total`). Never changes for a cause.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::ClientHelloTimeout => "client_hello_timeout",
+            HandshakeFailure::Shed => "shed",
+            HandshakeFailure::NoCertificate => "no_certificate",
+            HandshakeFailure::UnknownIssuer => "unknown_issuer",
+            HandshakeFailure::Expired => "expired",
+            HandshakeFailure::NotYetValid => "not_yet_valid",
+            HandshakeFailure::Revoked => "revoked",
+            HandshakeFailure::UnknownRevocationStatus => "unknown_revocation_status",
+            HandshakeFailure::ExpiredCrl => "expired_crl",
+            HandshakeFailure::BadKeyUsage => "bad_eku",
+            HandshakeFailure::CaUsedAsLeaf => "ca_as_leaf",
+            HandshakeFailure::BadSignature => "bad_signature",
+            HandshakeFailure::BadCertificate => "bad_certificate",
+            HandshakeFailure::ProtocolVersion => "protocol_version",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::AlertReceived => "alert_received",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Io => "io",
+            HandshakeFailure::UnparsableCertificate => "unparsable_certificate",
+            HandshakeFailure::ResumptionRevoked => "resumption_revoked",
+            HandshakeFailure::UnknownTrustDomain => "unknown_trust_domain",
+            HandshakeFailure::InvalidSvid => "invalid_svid",
+            HandshakeFailure::NoSpiffeId => "no_spiffe_id",
+            HandshakeFailure::ServerCertificateExpired => "server_certificate_expired",
+        }
+    }
+
     /// A short phrase for logs: `"unknown issuer"`, `"expired"`, ...
     pub fn as_str(self) -> &'static str {
         match self {
@@ -307,6 +340,19 @@ pub enum ShedCause {
 }
 
 impl ShedCause {
+    /// A stable snake_case name, for metric labels and machine-readable logs (the `cause`
+    /// label of `tower_mtls_connections_shed_total`).
+    pub fn label(self) -> &'static str {
+        match self {
+            ShedCause::HandshakesInFlight => "handshakes_in_flight",
+            ShedCause::HandshakesInFlightPerIp => "handshakes_in_flight_per_ip",
+            ShedCause::Connections => "connections",
+            ShedCause::ConnectionsPerIp => "connections_per_ip",
+            ShedCause::AnonymousConnections => "anonymous_connections",
+            ShedCause::AnonymousConnectionsPerIp => "anonymous_connections_per_ip",
+        }
+    }
+
     /// Every cause, in a fixed order (the order of
     /// [`HandshakeStats::shed`](crate::tls::HandshakeStats::shed)).
     pub const ALL: [ShedCause; 6] = [

@@ -62,7 +62,10 @@ pub use accept_loop::Accepted;
 pub use acceptor::{
     DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_REVOKED_GRACE,
 };
-pub use config::{ClientAuth, MtlsConfigBuilder, RevocationScope, TlsVersions, UnknownRevocation};
+pub use config::{
+    ClientAuth, DEFAULT_CERT_EXPIRY_WARNING, DEFAULT_CRL_EXPIRY_WARNING, MtlsConfigBuilder,
+    RevocationScope, TlsVersions, UnknownRevocation,
+};
 pub use config_error::Origin;
 pub use handshake_error::{HandshakeFailure, ShedCause};
 pub use listener::{

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::audit;
 use crate::identity::connection::{ConnectionInfo, WeakConnectionInfo};
 use crate::tls::trust::TrustState;
 
@@ -115,12 +116,7 @@ async fn sweep_after_reloads(open: Weak<OpenConnections>, mut reloads: watch::Re
         if revoked.is_empty() {
             continue;
         }
-        tracing::warn!(
-            generation,
-            connections = revoked.len(),
-            grace_ms = grace.as_millis() as u64,
-            "closing open connections whose certificate no longer verifies"
-        );
+        audit::revoked_connections(generation, revoked.len(), grace);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             for connection in revoked.iter().filter_map(WeakConnectionInfo::upgrade) {

@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
+use crate::audit;
 use crate::identity::name::DistinguishedName;
 use crate::tls::config_error::{ConfigError, Origin};
 
@@ -216,7 +217,7 @@ pub(crate) fn check_is_ca(
     }
 }
 
-/// The server leaf's `notAfter`, warning when the certificate is outside its validity window.
+/// The server leaf's `notAfter`, warning when the certificate is not valid yet.
 pub(crate) fn server_not_after(
     origin: &Origin,
     chain: &[CertificateDer<'_>],
@@ -224,16 +225,63 @@ pub(crate) fn server_not_after(
     let Some(Ok(cert)) = chain.first().map(|leaf| parse_cert(origin, 1, leaf)) else {
         return None;
     };
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let validity = cert.validity();
-    if validity.not_after.timestamp() < now {
-        tracing::warn!(file = %origin, not_after = %validity.not_after, "the server certificate has expired; new handshakes are refused");
-    } else if validity.not_before.timestamp() > now {
+    if validity.not_before.timestamp() > unix_now() {
         tracing::warn!(file = %origin, not_before = %validity.not_before, "the server certificate is not valid yet; clients will refuse it");
     }
-    let secs = u64::try_from(validity.not_after.timestamp()).unwrap_or(0);
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    Some(system_time(validity.not_after.timestamp()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn system_time(unix: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0))
+}
+
+/// Logs every certificate of `certs` that has expired (error) or expires within `window`
+/// (warning); `what` says what they are to the configuration.
+pub(crate) fn warn_expiring_certs(
+    what: &str,
+    origin: &Origin,
+    certs: &[CertificateDer<'_>],
+    window: Duration,
+) {
+    let horizon = unix_now().saturating_add(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
+    for (i, der) in certs.iter().enumerate() {
+        let Ok(cert) = parse_cert(origin, i + 1, der) else {
+            continue;
+        };
+        let not_after = cert.validity().not_after.timestamp();
+        if not_after <= horizon {
+            let name = DistinguishedName::from_x509(cert.subject()).to_string();
+            audit::expiry(what, origin, &name, system_time(not_after));
+        }
+    }
+}
+
+/// Logs every CRL of `crls` whose `nextUpdate` has passed (error) or comes within `window`
+/// (warning).
+pub(crate) fn warn_expiring_crls(
+    origin: &Origin,
+    crls: &[CertificateRevocationListDer<'_>],
+    window: Duration,
+) {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let horizon = unix_now().saturating_add(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
+    for der in crls {
+        let Ok((_, crl)) = CertificateRevocationList::from_der(der.as_ref()) else {
+            continue;
+        };
+        let Some(next_update) = crl.next_update() else {
+            continue;
+        };
+        if next_update.timestamp() <= horizon {
+            let issuer = DistinguishedName::from_x509(crl.issuer()).to_string();
+            audit::expiry("CRL", origin, &issuer, system_time(next_update.timestamp()));
+        }
+    }
 }

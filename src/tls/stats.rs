@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::metrics::{self, Level};
 use crate::tls::handshake_error::{HandshakeFailure, ShedCause};
 
 /// Counters of accepted and rejected handshakes and of shed connections, shared by clones of
 /// an acceptor and by the listeners that use it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HandshakeCounters {
     accepted: AtomicU64,
     resumed_validity_only: AtomicU64,
@@ -19,19 +20,40 @@ pub(crate) struct HandshakeCounters {
     anonymous_connections: Gauge,
 }
 
-/// A level that goes up and down (several listeners may share one acceptor).
-#[derive(Debug, Default)]
-pub(crate) struct Gauge(AtomicU64);
+/// A level that goes up and down (several listeners may share one acceptor), reported as the
+/// metric of its `level` too.
+#[derive(Debug)]
+pub(crate) struct Gauge(AtomicU64, Level);
 
 impl Gauge {
+    const fn new(level: Level) -> Self {
+        Gauge(AtomicU64::new(0), level)
+    }
     pub(crate) fn up(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+        metrics::level(self.1, true);
     }
     pub(crate) fn down(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::level(self.1, false);
     }
     fn now(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for HandshakeCounters {
+    fn default() -> Self {
+        HandshakeCounters {
+            accepted: AtomicU64::new(0),
+            resumed_validity_only: AtomicU64::new(0),
+            resumed_reverified: AtomicU64::new(0),
+            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            shed: std::array::from_fn(|_| AtomicU64::new(0)),
+            handshakes_in_flight: Gauge::new(Level::HandshakesInFlight),
+            open_connections: Gauge::new(Level::OpenConnections),
+            anonymous_connections: Gauge::new(Level::AnonymousConnections),
+        }
     }
 }
 
@@ -57,6 +79,7 @@ impl HandshakeCounters {
 
     pub(crate) fn record_shed(&self, cause: ShedCause) {
         self.shed[cause.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::shed(cause);
     }
 
     pub(crate) fn handshakes_in_flight(&self) -> &Gauge {

@@ -16,6 +16,7 @@ use rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::TlsAcceptor;
 
 use crate::identity::trust_bundle::TrustBundle;
+use crate::metrics;
 use crate::tls::config::MtlsConfig;
 use crate::tls::resumption::ResumedCheck;
 use crate::tls::verifier::BundleVerifier;
@@ -113,6 +114,7 @@ impl Snapshot {
 
 impl TrustState {
     pub(crate) fn new(snapshot: Snapshot) -> Self {
+        metrics::server_cert_expiry(snapshot.server_not_after);
         TrustState {
             reloaded: tokio::sync::watch::Sender::new(snapshot.generation),
             generation: AtomicU64::new(snapshot.generation),
@@ -150,6 +152,7 @@ impl TrustState {
         server_config.ticketer = old.server_config.ticketer.clone();
         let server_config = Arc::new(server_config);
         let generation = old.generation + 1;
+        metrics::server_cert_expiry(config.server_not_after);
         self.current.store(Arc::new(Snapshot {
             tls: TlsAcceptor::from(server_config.clone()),
             server_config,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use crate::metrics::ReloadSource;
 use crate::tls::acceptor::MtlsAcceptor;
 use crate::tls::config::MtlsConfigBuilder;
 
@@ -60,7 +61,7 @@ impl MtlsAcceptor {
                     seen = now;
                     tracing::info!(files = files.len(), "TLS files changed; reloading");
                     // A refused reload is logged by `reload_from`; the next change retries.
-                    let _ = acceptor.reload_from(&builder);
+                    let _ = acceptor.reload_from_as(&builder, ReloadSource::Files);
                 }
             }
         });

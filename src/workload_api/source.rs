@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 
+use crate::metrics::{self, ReloadSource};
 use crate::tls::acceptor::MtlsAcceptor;
 use crate::tls::config::{MtlsConfig, MtlsConfigBuilder};
 use crate::tls::config_error::ConfigError;
@@ -236,7 +237,9 @@ async fn follow(mut source: WorkloadApiSource, acceptor: MtlsAcceptor, counters:
         match event {
             Some(WorkloadEvent::Updated(material)) => {
                 // `reload_from` logs a refusal and keeps the configuration in force.
-                match acceptor.reload_from(&builder_for(&source.base, &material)) {
+                match acceptor
+                    .reload_from_as(&builder_for(&source.base, &material), ReloadSource::Spiffe)
+                {
                     Ok(()) => {
                         counters.applied.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
@@ -258,6 +261,7 @@ async fn follow(mut source: WorkloadApiSource, acceptor: MtlsAcceptor, counters:
             }
             Some(WorkloadEvent::Disconnected(error)) => {
                 counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                metrics::workload_api_disconnect();
                 tracing::warn!(%error, until = ?source.current.svid().not_after(), "Workload API stream broken; the current material stays while the SVID is valid");
             }
             Some(WorkloadEvent::GaveUp(error)) => {
