@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::forwarded::refusal::ForwardedRefusal;
 use crate::identity::principal::Principal;
 use crate::metrics::{self, ReloadSource};
 use crate::reject::Rejection;
@@ -116,6 +117,58 @@ fn request_rejected(
         method = %Untrusted(method.as_str()),
         path = ?Untrusted(path),
         "request rejected"
+    );
+}
+
+/// The one event of a request on a trusted-proxy connection refused for its forwarded
+/// certificate (401): missing, malformed, or not verifying; `proxy` is the connection's own
+/// principal. `cause` is [`ForwardedRefusal::label`].
+pub(crate) fn forwarded_rejected(
+    peer: Option<SocketAddr>,
+    proxy: &Principal,
+    refusal: &ForwardedRefusal,
+    method: &http::Method,
+    path: &str,
+) {
+    metrics::forwarded_failure(refusal.label());
+    if !LIMITER.admit(Kind::ForwardedRejected, Instant::now()) {
+        return;
+    }
+    let error = refusal.to_string();
+    tracing::warn!(
+        event = "forwarded_identity_rejected",
+        peer = %OptionalPeer(peer),
+        proxy = %Escaped(proxy),
+        status = Rejection::Unauthenticated.status().as_u16(),
+        cause = refusal.label(),
+        error = %Untrusted(&error),
+        method = %Untrusted(method.as_str()),
+        path = ?Untrusted(path),
+        "request from a trusted proxy rejected: no valid forwarded client certificate"
+    );
+}
+
+/// Forwarded-certificate headers removed from a request of a connection that is not a
+/// trusted proxy (`removed`: how many field lines).
+pub(crate) fn forwarded_headers_removed(
+    peer: SocketAddr,
+    principal: Option<&Principal>,
+    removed: usize,
+    method: &http::Method,
+    path: &str,
+) {
+    metrics::forwarded_headers_removed(removed);
+    if !LIMITER.admit(Kind::ForwardedHeadersRemoved, Instant::now()) {
+        return;
+    }
+    tracing::warn!(
+        event = "forwarded_headers_removed",
+        peer = %peer,
+        principal = principal.map(|p| tracing::field::display(Escaped(p))),
+        removed,
+        method = %Untrusted(method.as_str()),
+        path = ?Untrusted(path),
+        "forwarded client certificate headers removed: the connection is not a trusted proxy"
     );
 }
 
@@ -350,11 +403,15 @@ enum Kind {
     Forbidden,
     BadRequest,
     AcceptFailed,
+    ForwardedRejected,
+    ForwardedHeadersRemoved,
     Handshake(HandshakeFailure),
     Refused(ShedCause),
 }
 
-const KINDS: usize = 4 + HandshakeFailure::ALL.len() + ShedCause::ALL.len();
+/// The kinds before the per-cause ones.
+const PLAIN_KINDS: usize = 6;
+const KINDS: usize = PLAIN_KINDS + HandshakeFailure::ALL.len() + ShedCause::ALL.len();
 
 impl Kind {
     fn index(self) -> usize {
@@ -363,8 +420,10 @@ impl Kind {
             Kind::Forbidden => 1,
             Kind::BadRequest => 2,
             Kind::AcceptFailed => 3,
-            Kind::Handshake(cause) => 4 + cause.index(),
-            Kind::Refused(cause) => 4 + HandshakeFailure::ALL.len() + cause.index(),
+            Kind::ForwardedRejected => 4,
+            Kind::ForwardedHeadersRemoved => 5,
+            Kind::Handshake(cause) => PLAIN_KINDS + cause.index(),
+            Kind::Refused(cause) => PLAIN_KINDS + HandshakeFailure::ALL.len() + cause.index(),
         }
     }
 
@@ -374,6 +433,8 @@ impl Kind {
             Kind::Forbidden,
             Kind::BadRequest,
             Kind::AcceptFailed,
+            Kind::ForwardedRejected,
+            Kind::ForwardedHeadersRemoved,
         ]
         .into_iter()
         .chain(HandshakeFailure::ALL.into_iter().map(Kind::Handshake))
@@ -386,6 +447,8 @@ impl Kind {
             Kind::Forbidden => ("request_rejected", "forbidden"),
             Kind::BadRequest => ("request_rejected", "bad_request"),
             Kind::AcceptFailed => ("accept_failed", ""),
+            Kind::ForwardedRejected => ("forwarded_identity_rejected", ""),
+            Kind::ForwardedHeadersRemoved => ("forwarded_headers_removed", ""),
             Kind::Handshake(cause) => ("handshake_failed", cause.label()),
             Kind::Refused(cause) => ("connection_refused", cause.label()),
         };

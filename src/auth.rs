@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::audit;
 use crate::authorize::authorizer::{AuthContext, Authorizer, Decision, Verdict};
 use crate::authorize::canonical::{PathNormalization, canonicalize, check_request_method};
-use crate::identity::lookup::authenticate;
+use crate::identity::lookup::{Identity, authenticate, remove_forwarded, untrusted_forwarded};
 use crate::identity::principal::Principal;
 use crate::metrics::{self, RequestOutcome};
 use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
@@ -216,21 +216,26 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Forwarded-certificate headers from a connection that is not a trusted proxy never
+        // reach the service (rare: the ordinary request pays two map lookups at most).
+        if let Some(connection) = untrusted_forwarded(req.extensions(), req.headers()) {
+            let connection = connection.clone();
+            let (method, path) = (req.method().clone(), full_uri(&req).path().to_owned());
+            remove_forwarded(&connection, req.headers_mut(), &method, &path);
+        }
         // Everything borrowed from the request ends here, before the request moves on.
         let (verdict, principal, peer) = {
             let uri = full_uri(&req);
-            let (connection, principal) = match authenticate(req.extensions()) {
+            let Identity {
+                connection,
+                principal,
+                roles,
+            } = match authenticate(req.extensions(), req.headers()) {
                 Ok(found) => found,
                 Err(failure) => {
                     metrics::request(RequestOutcome::Unauthenticated);
-                    audit::unauthenticated(
-                        failure.peer,
-                        failure.principal,
-                        failure.reason,
-                        req.method(),
-                        uri.path(),
-                    );
+                    failure.report(req.method(), uri.path());
                     return rejected(
                         self.responder
                             .respond(Rejection::Unauthenticated, req.headers()),
@@ -240,7 +245,7 @@ where
             let peer = connection.peer_addr();
             let refused = |reason: &str| {
                 metrics::request(RequestOutcome::BadRequest);
-                audit::bad_request(peer, principal, reason, req.method(), uri.path());
+                audit::bad_request(peer, &principal, reason, req.method(), uri.path());
                 rejected(self.responder.respond(Rejection::BadRequest, req.headers()))
             };
             if check_request_method(req.method()).is_err() {
@@ -251,14 +256,15 @@ where
                 Err(why) => return refused(why.as_str()),
             };
             let verdict = self.authorizer.authorize(&AuthContext {
-                principal,
+                principal: &principal,
+                roles: &roles,
                 connection,
                 method: req.method(),
                 uri,
                 path: &path,
                 headers: req.headers(),
             });
-            (verdict, principal.clone(), peer)
+            (verdict, principal.into_owned(), peer)
         };
         match verdict {
             // Decided on the spot: call the readied inner service right here, with no state

@@ -70,10 +70,9 @@ use http::request::Parts;
 
 use bytes::Bytes;
 
-use crate::audit;
 use crate::hyper::{HttpTimeouts, Server};
 use crate::identity::connection::ConnectionInfo;
-use crate::identity::lookup::{authenticate, connection_of};
+use crate::identity::lookup::{authenticate, connection_of, remove_forwarded, untrusted_forwarded};
 use crate::identity::principal::Principal;
 use crate::reject::{self, Rejection, RejectionBody};
 use crate::tls::listener::MtlsListener;
@@ -323,19 +322,14 @@ impl<S: Send + Sync> FromRequestParts<S> for AnyVerifiedPrincipal {
     type Rejection = PrincipalRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match authenticate(&parts.extensions) {
-            Ok((_, principal)) => Ok(AnyVerifiedPrincipal(principal.clone())),
+        strip_untrusted_forwarded(parts);
+        match authenticate(&parts.extensions, &parts.headers) {
+            Ok(identity) => Ok(AnyVerifiedPrincipal(identity.principal.into_owned())),
             Err(failure) => {
                 let path = original_uri_in(&parts.extensions)
                     .unwrap_or(&parts.uri)
                     .path();
-                audit::unauthenticated(
-                    failure.peer,
-                    failure.principal,
-                    failure.reason,
-                    &parts.method,
-                    path,
-                );
+                failure.report(&parts.method, path);
                 Err(PrincipalRejection {
                     kind: RejectionKind::Unauthenticated,
                     grpc: reject::is_grpc(&parts.headers),
@@ -352,9 +346,23 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for AnyVerifiedPrincipal {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(authenticate(&parts.extensions)
+        strip_untrusted_forwarded(parts);
+        Ok(authenticate(&parts.extensions, &parts.headers)
             .ok()
-            .map(|(_, principal)| AnyVerifiedPrincipal(principal.clone())))
+            .map(|identity| AnyVerifiedPrincipal(identity.principal.into_owned())))
+    }
+}
+
+/// On a route no layer covers, the extractor still keeps forwarded-certificate headers of a
+/// connection that is not a trusted proxy from the handler.
+fn strip_untrusted_forwarded(parts: &mut Parts) {
+    if let Some(connection) = untrusted_forwarded(&parts.extensions, &parts.headers) {
+        let connection = connection.clone();
+        let path = original_uri_in(&parts.extensions)
+            .unwrap_or(&parts.uri)
+            .path()
+            .to_owned();
+        remove_forwarded(&connection, &mut parts.headers, &parts.method, &path);
     }
 }
 

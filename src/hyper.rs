@@ -70,6 +70,7 @@ use tracing::Instrument;
 
 use crate::audit::Escaped;
 use crate::identity::connection::ConnectionInfo;
+use crate::identity::lookup::remove_forwarded;
 use crate::tls::accept_loop::{Accepted, Handoff};
 use crate::tls::listener::MtlsListener;
 
@@ -486,9 +487,16 @@ where
 {
     let opened = Instant::now();
     let activity = Arc::new(Activity::new(opened));
+    // A connection that is not a trusted proxy loses its forwarded-certificate headers here,
+    // before any route sees them, whether or not a layer covers the route.
+    let untrusted = info
+        .forwarding()
+        .filter(|forwarding| !forwarding.is_proxy())
+        .map(|_| info.clone());
     let service = TowerToHyperService::new(Tracked {
         inner: service,
         activity: activity.clone(),
+        untrusted,
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -686,6 +694,8 @@ impl Drop for InFlight {
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    // The connection, when it has trusted proxies configured and is not one.
+    untrusted: Option<ConnectionInfo>,
 }
 
 impl<S, B> Service<Request<Incoming>> for Tracked<S>
@@ -700,7 +710,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(connection) = &self.untrusted
+            && connection
+                .forwarding()
+                .is_some_and(|f| f.present_in(req.headers()))
+        {
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            remove_forwarded(connection, req.headers_mut(), &method, &path);
+        }
         TrackedFuture {
             in_flight: Some(self.activity.begin()),
             inner: self.inner.call(req),

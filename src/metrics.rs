@@ -18,6 +18,9 @@
 //! | `tower_mtls_reloads_total` | counter | `source` = `files` \| `manual` \| `spiffe`, `result` = `applied` \| `refused` | configuration reloads |
 //! | `tower_mtls_revoked_connections_total` | counter | | open connections closed because their certificate no longer verified after a reload |
 //! | `tower_mtls_workload_api_disconnects_total` | counter | | Workload API streams that broke or could not be opened |
+//! | `tower_mtls_forwarded_headers_removed_total` | counter | | forwarded-certificate header lines removed from requests of connections that are not trusted proxies |
+//! | `tower_mtls_forwarded_failures_total` | counter | `cause` ([`ForwardedRefusal::label`](crate::forwarded::ForwardedRefusal::label)) | requests of trusted proxies refused for their forwarded certificate |
+//! | `tower_mtls_forwarded_verifications_total` | counter | `result` = `ok` \| `failed` | forwarded chains verified (once per distinct certificate per proxy connection and trust generation: the rest come from the cache) |
 //! | `tower_mtls_log_events_suppressed_total` | counter | `event` (the audit event's name) | log events left out by the rate limits |
 //! | `tower_mtls_open_connections` | gauge | | connections open in the listeners |
 //! | `tower_mtls_anonymous_connections` | gauge | | of those, without a client certificate |
@@ -178,6 +181,36 @@ pub(crate) fn revoked_connections(count: usize) {
 pub(crate) fn workload_api_disconnect() {
     #[cfg(feature = "metrics")]
     metrics::counter!("tower_mtls_workload_api_disconnects_total").increment(1);
+}
+
+/// Forwarded-certificate header lines removed from a request of a connection that is not a
+/// trusted proxy.
+pub(crate) fn forwarded_headers_removed(lines: usize) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tower_mtls_forwarded_headers_removed_total").increment(lines as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = lines;
+}
+
+/// A trusted proxy's request refused for its forwarded certificate (`cause`: the refusal's
+/// label).
+pub(crate) fn forwarded_failure(cause: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tower_mtls_forwarded_failures_total", "cause" => cause).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = cause;
+}
+
+/// A forwarded chain verified (not from the cache).
+pub(crate) fn forwarded_verification(ok: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        let result = if ok { "ok" } else { "failed" };
+        metrics::counter!("tower_mtls_forwarded_verifications_total", "result" => result)
+            .increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = ok;
 }
 
 /// Log events of `event` left out by the rate limits.

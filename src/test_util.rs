@@ -122,7 +122,7 @@ pub fn principal_from_der(chain: &[CertificateDer<'_>]) -> Result<Principal, Pri
 /// `127.0.0.1:0`, for handlers and extractors that read a [`ConnectionInfo`]. It has no TLS
 /// facts and is never re-verified; the certificate's expiry still counts.
 pub fn connection_info(principal: Option<Principal>, roles: Roles) -> ConnectionInfo {
-    ConnectionInfo::from_facts(Facts::new(TEST_PEER, principal, roles), None, None)
+    ConnectionInfo::from_facts(Facts::new(TEST_PEER, principal, roles), None, None, None)
 }
 
 /// Why [`MtlsAuthLayer`](crate::MtlsAuthLayer) would refuse a request (400) before any
@@ -200,7 +200,7 @@ impl TestRequest {
             Some(self.principal.clone()),
             roles,
         );
-        self.connection = ConnectionInfo::from_facts(facts, None, None);
+        self.connection = ConnectionInfo::from_facts(facts, None, None, None);
         self
     }
 
@@ -217,7 +217,7 @@ impl TestRequest {
             Some(self.principal.clone()),
             self.connection.roles().clone(),
         );
-        self.connection = ConnectionInfo::from_facts(facts, None, None);
+        self.connection = ConnectionInfo::from_facts(facts, None, None, None);
         self
     }
 
@@ -236,6 +236,7 @@ impl TestRequest {
     pub fn context(&self) -> AuthContext<'_> {
         AuthContext {
             principal: &self.principal,
+            roles: self.connection.roles(),
             connection: &self.connection,
             method: &self.method,
             uri: &self.uri,

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tower_mtls::authorize::Matcher;
+use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
 use tower_mtls::tls::{ClientAuth, MtlsConfigBuilder};
 use tower_mtls::workload_api::{
     Endpoint, WorkloadApiClient, WorkloadApiSource, WorkloadApiWatcher,
@@ -84,10 +86,76 @@ pub struct Args {
     /// Connections open at once from one client address [default: the library's, 256].
     #[arg(long = "max-connections-per-ip", value_name = "N", value_parser = parse_count)]
     pub max_connections_per_ip: Option<usize>,
+    /// A connection whose verified certificate has this SPIFFE ID is a trusted proxy
+    /// (repeatable; any match makes a connection a proxy). Needs --forwarded-cert.
+    #[arg(long = "trusted-proxy-spiffe", value_name = "ID", value_parser = parse_spiffe)]
+    pub trusted_proxy_spiffe: Vec<SpiffeId>,
+    /// A connection whose verified certificate has this DNS SAN (exact, or `*.suffix`) is a
+    /// trusted proxy (repeatable).
+    #[arg(long = "trusted-proxy-dns", value_name = "NAME", value_parser = parse_dns)]
+    pub trusted_proxy_dns: Vec<Matcher>,
+    /// A connection whose verified certificate has this subject CN is a trusted proxy
+    /// (repeatable).
+    #[arg(long = "trusted-proxy-cn", value_name = "CN")]
+    pub trusted_proxy_cn: Vec<String>,
+    /// How trusted proxies forward the client certificate: rfc9440 (Client-Cert and
+    /// Client-Cert-Chain), xfcc (x-forwarded-client-cert), nginx or haproxy
+    /// (X-SSL-Client-Cert). Required with a --trusted-proxy-*, refused without one. On every
+    /// other connection the header is removed from requests.
+    #[arg(long = "forwarded-cert", value_name = "FORMAT", value_parser = parse_forwarded_format)]
+    pub forwarded_cert: Option<ForwardedCertFormat>,
+    /// The header the forwarded certificate is read from instead of the format's default (for
+    /// rfc9440 the leaf's; the chain is read from NAME-Chain).
+    #[arg(long = "forwarded-cert-header", value_name = "NAME")]
+    pub forwarded_cert_header: Option<String>,
 }
 
 impl Args {
     /// The HTTP timeouts: the library's defaults, with the flags given.
+    /// The trusted proxies of the flags: `Ok(None)` without any `--trusted-proxy-*` or
+    /// `--forwarded-cert*`; an error (a usage error) when they do not go together.
+    pub fn trusted_proxies(&self) -> Result<Option<TrustedProxies>, String> {
+        let named = !self.trusted_proxy_spiffe.is_empty()
+            || !self.trusted_proxy_dns.is_empty()
+            || !self.trusted_proxy_cn.is_empty();
+        let format = match (named, self.forwarded_cert) {
+            (false, None) => {
+                return match self.forwarded_cert_header {
+                    Some(_) => Err(
+                        "--forwarded-cert-header needs --forwarded-cert and a --trusted-proxy-*"
+                            .into(),
+                    ),
+                    None => Ok(None),
+                };
+            }
+            (true, None) => {
+                return Err(
+                    "--trusted-proxy-* needs --forwarded-cert rfc9440|xfcc|nginx|haproxy".into(),
+                );
+            }
+            (false, Some(_)) => {
+                return Err("--forwarded-cert needs at least one --trusted-proxy-spiffe, --trusted-proxy-dns or --trusted-proxy-cn".into());
+            }
+            (true, Some(format)) => format,
+        };
+        let mut proxies = TrustedProxies::new(format);
+        if let Some(name) = &self.forwarded_cert_header {
+            proxies = proxies
+                .header_name(name)
+                .map_err(|e| format!("--forwarded-cert-header: {e}"))?;
+        }
+        for id in &self.trusted_proxy_spiffe {
+            proxies = proxies.proxy(Matcher::spiffe_id(id.clone()));
+        }
+        for dns in &self.trusted_proxy_dns {
+            proxies = proxies.proxy(dns.clone());
+        }
+        for cn in &self.trusted_proxy_cn {
+            proxies = proxies.proxy(Matcher::common_name(cn));
+        }
+        Ok(Some(proxies))
+    }
+
     pub fn http_timeouts(&self) -> tower_mtls::hyper::HttpTimeouts {
         let mut timeouts = tower_mtls::hyper::HttpTimeouts::default();
         if let Some(header) = self.header_timeout {
@@ -98,6 +166,15 @@ impl Args {
         }
         timeouts
     }
+}
+
+fn parse_dns(s: &str) -> Result<Matcher, String> {
+    Matcher::dns_name(s).map_err(|e| e.to_string())
+}
+
+fn parse_forwarded_format(s: &str) -> Result<ForwardedCertFormat, String> {
+    s.parse()
+        .map_err(|e: tower_mtls::forwarded::ForwardedConfigError| e.to_string())
 }
 
 fn parse_spiffe(s: &str) -> Result<SpiffeId, String> {
@@ -187,6 +264,7 @@ pub async fn configure(name: &str, grpc: bool) -> Result<(Args, Tls), ExitCode> 
     if args.policy.is_some() && name != "axum_server" {
         return Err(usage_error("--policy is supported by axum_server only"));
     }
+    args.trusted_proxies().map_err(usage_error)?;
     if let Some(addr) = args.metrics {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -228,6 +306,10 @@ pub async fn bind(name: &str, args: &Args, tls: Tls) -> Result<MtlsListener, Exi
     let mut acceptor = MtlsAcceptor::new(tls.config);
     if let Some(timeout) = args.handshake_timeout {
         acceptor = acceptor.handshake_timeout(timeout);
+    }
+    if let Some(proxies) = args.trusted_proxies().map_err(usage_error)? {
+        println!("trusted proxies: {proxies}");
+        acceptor = acceptor.trusted_proxies(proxies);
     }
     if let Some(source) = tls.source {
         let _ = FOLLOWING.set(source.follow(&acceptor));
@@ -478,6 +560,9 @@ pub fn whoami_json(p: &Principal) -> serde_json::Value {
         // The bundle that verified the chain: a SPIFFE trust domain, a named bundle, or null
         // for the unnamed --client-ca bundle.
         "trust_bundle": p.trust_bundle().name(),
+        // The trusted proxy that forwarded this identity (its subject DN), or null for a
+        // client that connected directly.
+        "forwarded_by": p.forwarded_by().map(|proxy| proxy.subject().to_string()),
     })
 }
 

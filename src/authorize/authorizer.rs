@@ -22,6 +22,7 @@ use crate::identity::roles::Roles;
 #[derive(Debug)]
 pub struct AuthContext<'a> {
     pub(crate) principal: &'a Principal,
+    pub(crate) roles: &'a Roles,
     pub(crate) connection: &'a ConnectionInfo,
     pub(crate) method: &'a Method,
     pub(crate) uri: &'a Uri,
@@ -30,17 +31,19 @@ pub struct AuthContext<'a> {
 }
 
 impl<'a> AuthContext<'a> {
-    /// The verified client identity.
+    /// The verified client identity: the connection's, or, on a connection of a trusted
+    /// proxy, the client the proxy forwarded ([`Principal::forwarded_by`] names the proxy).
     pub fn principal(&self) -> &'a Principal {
         self.principal
     }
-    /// The TLS connection the request arrived on.
+    /// The TLS connection the request arrived on (a trusted proxy's, for a forwarded client).
     pub fn connection(&self) -> &'a ConnectionInfo {
         self.connection
     }
-    /// The connection's roles (see [`RoleMapper`](crate::identity::RoleMapper)).
+    /// The principal's roles (see [`RoleMapper`](crate::identity::RoleMapper)): the
+    /// connection's, or those of the forwarded client.
     pub fn roles(&self) -> &'a Roles {
-        self.connection.roles()
+        self.roles
     }
     /// The request method, as sent: never another spelling of a standard method (`delete` is
     /// refused before the authorizer runs). A `HEAD` request is answered by the `GET`

@@ -1,10 +1,15 @@
 //! Client certificates forwarded by TLS-terminating proxies (nginx, haproxy, Envoy, RFC 9440
 //! load balancers) in request headers.
 //!
-//! Only the header formats live here so far: [`ForwardedCertHeader`] reads a request's
-//! forwarded chain, leaf first, without verifying it. Believing it is another matter: a
-//! forwarded chain counts only on a connection whose own verified identity is a trusted proxy,
-//! and only after the same verification as a direct client's chain.
+//! - [`TrustedProxies`] says which connections are proxies — matchers over the connection's
+//!   own verified [`Principal`](crate::Principal) — and which format they forward in; give it
+//!   to [`MtlsAcceptor::trusted_proxies`](crate::MtlsAcceptor::trusted_proxies). On those
+//!   connections the forwarded chain is verified exactly like a direct client's and becomes the
+//!   request's principal ([`Principal::forwarded_by`](crate::Principal::forwarded_by) names the
+//!   proxy); on every other connection the headers are removed before the service sees them.
+//! - [`ForwardedCertHeader`] reads a request's forwarded chain, leaf first, without verifying
+//!   it (the formats: RFC 9440, Envoy's XFCC, nginx, haproxy).
+//! - [`ForwardedRefusal`] says why a proxy's request got 401.
 //!
 //! ```
 //! use http::HeaderMap;
@@ -20,10 +25,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod format;
+pub(crate) mod cache;
+pub(crate) mod format;
+pub(crate) mod proxies;
+pub(crate) mod refusal;
+pub(crate) mod resolve;
 
 pub use format::{
     DEFAULT_MAX_BYTES, DEFAULT_MAX_CHAIN_LEN, DecodeDetail, ForwardedCertError,
     ForwardedCertFormat, ForwardedCertHeader, ForwardedChain, ForwardedConfigError,
     ForwardedFingerprint, XfccSyntax,
 };
+pub use proxies::{CACHE_ENTRY_BYTES, DEFAULT_CACHE_MAX_BYTES, TrustedProxies};
+pub use refusal::ForwardedRefusal;

@@ -13,6 +13,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, ServerConnection};
 
 use crate::audit;
+use crate::forwarded::proxies::TrustedProxies;
+use crate::forwarded::resolve::Forwarding;
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
 use crate::identity::trust_bundle::TrustBundle;
@@ -36,6 +38,8 @@ struct Details {
     // outside a listener).
     _lease: Option<Lease>,
     close: CloseSignal,
+    // `None` when no trusted proxies are configured.
+    forwarding: Option<Forwarding>,
 }
 
 /// A graceful close asked for by anyone holding the connection's info, and the hard cut that
@@ -124,6 +128,14 @@ pub(crate) fn peer_chain(conn: &ServerConnection) -> Option<&[CertificateDer<'st
     conn.peer_certificates().filter(|chain| !chain.is_empty())
 }
 
+/// How the acceptor turns a verified principal into what requests see: roles, and whether
+/// the connection is a trusted proxy.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Identification<'a> {
+    pub(crate) role_mapper: Option<&'a Arc<dyn RoleMapper>>,
+    pub(crate) proxies: Option<&'a Arc<TrustedProxies>>,
+}
+
 impl ConnectionInfo {
     /// Reads a finished server connection. Must only be called after the handshake completed:
     /// before that rustls has verified nothing. `trust` is the state and generation that
@@ -132,7 +144,7 @@ impl ConnectionInfo {
         conn: &ServerConnection,
         peer_addr: SocketAddr,
         local_addr: Option<SocketAddr>,
-        role_mapper: Option<&dyn RoleMapper>,
+        identification: Identification<'_>,
         trust: (Arc<TrustState>, u64),
         trust_bundle: TrustBundle,
         lease: Option<Lease>,
@@ -140,10 +152,18 @@ impl ConnectionInfo {
         let principal = peer_chain(conn)
             .map(|chain| Principal::from_chain_verified_by(chain, trust_bundle))
             .transpose()?;
-        let roles = match (&principal, role_mapper) {
+        let roles = match (&principal, identification.role_mapper) {
             (Some(p), Some(mapper)) => mapper.roles(p),
             _ => Roles::none(),
         };
+        let forwarding = identification.proxies.map(|proxies| {
+            Forwarding::new(
+                proxies,
+                principal.as_ref(),
+                &roles,
+                identification.role_mapper,
+            )
+        });
         let facts = Facts {
             local_addr,
             protocol_version: conn.protocol_version(),
@@ -153,16 +173,18 @@ impl ConnectionInfo {
             handshake_kind: conn.handshake_kind(),
             ..Facts::new(peer_addr, principal, roles)
         };
-        Ok(Self::from_facts(facts, Some(trust), lease))
+        Ok(Self::from_facts(facts, Some(trust), lease, forwarding))
     }
 
     /// A connection of `facts`, verified under `trust` at `generation`; without a trust state
     /// it is never re-verified after reloads (its expiry is still checked). `lease` is its place
-    /// in a listener's counts, freed with the last clone.
+    /// in a listener's counts, freed with the last clone; `forwarding` what it does with
+    /// forwarded-certificate headers.
     pub(crate) fn from_facts(
         facts: Facts,
         trust: Option<(Arc<TrustState>, u64)>,
         lease: Option<Lease>,
+        forwarding: Option<Forwarding>,
     ) -> Self {
         let (trust, generation) = match trust {
             Some((trust, generation)) => (Some(trust), generation),
@@ -175,6 +197,7 @@ impl ConnectionInfo {
                 checked: AtomicU64::new(generation << 1 | 1),
                 _lease: lease,
                 close: CloseSignal::default(),
+                forwarding,
             }),
         }
     }
@@ -316,6 +339,29 @@ impl ConnectionInfo {
         })
     }
 
+    /// Whether this connection's own verified principal is one of the acceptor's
+    /// [`TrustedProxies`]: its requests' client is then the certificate the proxy forwards,
+    /// verified per request (see [`MtlsAuthLayer`](crate::MtlsAuthLayer)), and
+    /// [`principal_unchecked`](Self::principal_unchecked) and
+    /// [`verified_principal`](Self::verified_principal) are the **proxy's** identity.
+    pub fn is_trusted_proxy(&self) -> bool {
+        self.inner
+            .forwarding
+            .as_ref()
+            .is_some_and(Forwarding::is_proxy)
+    }
+
+    /// What the connection does with forwarded-certificate headers (`None`: no trusted
+    /// proxies are configured).
+    pub(crate) fn forwarding(&self) -> Option<&Forwarding> {
+        self.inner.forwarding.as_ref()
+    }
+
+    /// The trust state that verifies this connection's chains (`None` for made-up ones).
+    pub(crate) fn trust(&self) -> Option<&TrustState> {
+        self.inner.trust.as_deref()
+    }
+
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.inner.facts.peer_addr
@@ -398,6 +444,7 @@ impl fmt::Debug for ConnectionInfo {
             .field("handshake_kind", &d.handshake_kind)
             .field("principal", &d.principal)
             .field("roles", &d.roles)
+            .field("trusted_proxy", &self.is_trusted_proxy())
             .finish()
     }
 }
@@ -414,19 +461,27 @@ mod tests {
             not_after: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
             ..CertSpec::default()
         });
-        let info =
-            ConnectionInfo::from_facts(Facts::new(peer, Some(expired), Roles::none()), None, None);
+        let info = ConnectionInfo::from_facts(
+            Facts::new(peer, Some(expired), Roles::none()),
+            None,
+            None,
+            None,
+        );
         assert_eq!(
             info.verified_principal().unwrap_err(),
             StaleIdentity::Expired
         );
         assert!(info.principal_unchecked().is_some());
         let fresh = principal(CertSpec::default());
-        let info =
-            ConnectionInfo::from_facts(Facts::new(peer, Some(fresh), Roles::none()), None, None);
+        let info = ConnectionInfo::from_facts(
+            Facts::new(peer, Some(fresh), Roles::none()),
+            None,
+            None,
+            None,
+        );
         assert!(info.verified_principal().unwrap().is_some());
         let anonymous =
-            ConnectionInfo::from_facts(Facts::new(peer, None, Roles::none()), None, None);
+            ConnectionInfo::from_facts(Facts::new(peer, None, Roles::none()), None, None, None);
         assert!(anonymous.verified_principal().unwrap().is_none());
     }
 }

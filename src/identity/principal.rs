@@ -55,6 +55,9 @@ struct Inner {
     /// The chain's DER, leaf first, in one allocation; `ends[i]` is where certificate `i` ends.
     der: Vec<u8>,
     ends: Vec<usize>,
+    /// The trusted proxy whose connection forwarded this chain in a header (`None`: the
+    /// chain came in the TLS handshake).
+    forwarded_by: Option<Principal>,
 }
 
 /// One subject alternative name of the leaf certificate.
@@ -135,6 +138,24 @@ impl Principal {
         chain: &[CertificateDer<'_>],
         bundle: TrustBundle,
     ) -> Result<Self, PrincipalError> {
+        Self::build(chain, bundle, None)
+    }
+
+    /// A principal for a chain that a trusted proxy forwarded and that `bundle` verified, as
+    /// a TLS peer's chain is verified.
+    pub(crate) fn from_forwarded_chain(
+        chain: &[CertificateDer<'_>],
+        bundle: TrustBundle,
+        proxy: Principal,
+    ) -> Result<Self, PrincipalError> {
+        Self::build(chain, bundle, Some(proxy))
+    }
+
+    fn build(
+        chain: &[CertificateDer<'_>],
+        bundle: TrustBundle,
+        forwarded_by: Option<Principal>,
+    ) -> Result<Self, PrincipalError> {
         let leaf = chain.first().ok_or(PrincipalError::EmptyChain)?;
         // Extensions are left unparsed: only SAN and EKU matter here, and they are parsed below
         // with x509-parser's own parsers (the rest is webpki's business, which verified them).
@@ -207,6 +228,7 @@ impl Principal {
                 trust_bundle: bundle,
                 der,
                 ends,
+                forwarded_by,
             }),
         })
     }
@@ -373,6 +395,19 @@ impl Principal {
         CertificateDer::from(self.inner.der.get(..end).unwrap_or_default())
     }
 
+    /// The trusted proxy that forwarded this identity in a request header, when it did: the
+    /// proxy's own verified principal (its connection's). `None` for a client that connected
+    /// directly. See [`TrustedProxies`](crate::forwarded::TrustedProxies).
+    pub fn forwarded_by(&self) -> Option<&Principal> {
+        self.inner.forwarded_by.as_ref()
+    }
+
+    /// Whether this identity was forwarded by a trusted proxy rather than presented in the
+    /// TLS handshake.
+    pub fn is_forwarded(&self) -> bool {
+        self.inner.forwarded_by.is_some()
+    }
+
     /// Whether two handles share the same parsed identity (same connection).
     pub fn ptr_eq(a: &Principal, b: &Principal) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
@@ -388,6 +423,14 @@ impl fmt::Debug for Principal {
             .field("subject_alt_names", &self.inner.subject_alt_names)
             .field("serial", &self.inner.serial)
             .field("trust_bundle", &self.inner.trust_bundle)
+            .field(
+                "forwarded_by",
+                &self
+                    .inner
+                    .forwarded_by
+                    .as_ref()
+                    .map(|p| p.subject().as_rfc4514()),
+            )
             .finish_non_exhaustive()
     }
 }

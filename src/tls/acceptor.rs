@@ -13,7 +13,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::audit;
-use crate::identity::connection::{ConnectionInfo, peer_chain};
+use crate::forwarded::proxies::TrustedProxies;
+use crate::identity::connection::{ConnectionInfo, Identification, peer_chain};
 use crate::identity::roles::RoleMapper;
 use crate::identity::trust_bundle::TrustBundle;
 use crate::metrics::{self, ReloadSource};
@@ -83,6 +84,7 @@ pub struct MtlsAcceptor {
     handshake_timeout: Duration,
     client_hello_timeout: Duration,
     role_mapper: Option<Arc<dyn RoleMapper>>,
+    proxies: Option<Arc<TrustedProxies>>,
 }
 
 /// What every clone of an acceptor shares.
@@ -104,6 +106,10 @@ impl std::fmt::Debug for MtlsAcceptor {
             .field("client_hello_timeout", &self.client_hello_timeout)
             .field("generation", &self.shared.trust.generation())
             .field("role_mapper", &self.role_mapper.is_some())
+            .field(
+                "trusted_proxies",
+                &self.proxies.as_deref().map(ToString::to_string),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +145,7 @@ impl MtlsAcceptor {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
             role_mapper: None,
+            proxies: None,
         }
     }
 
@@ -182,6 +189,38 @@ impl MtlsAcceptor {
     /// Maps each connection's principal to [`Roles`](crate::identity::Roles), once, at accept time.
     pub fn role_mapper(mut self, mapper: impl RoleMapper) -> Self {
         self.role_mapper = Some(Arc::new(mapper));
+        self
+    }
+
+    /// Believes client certificates forwarded in request headers, from the connections whose
+    /// own verified principal `proxies` names, and removes those headers from every other
+    /// connection's requests: see [`TrustedProxies`]. Without this, request headers are never
+    /// identity.
+    ///
+    /// ```
+    /// # fn run(tls: tower_mtls::MtlsConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_mtls::MtlsAcceptor;
+    /// use tower_mtls::authorize::Matcher;
+    /// use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
+    ///
+    /// let acceptor = MtlsAcceptor::new(tls).trusted_proxies(
+    ///     TrustedProxies::new(ForwardedCertFormat::Nginx).proxy(Matcher::dns_name("edge.example.org")?),
+    /// );
+    /// # let _ = acceptor; Ok(()) }
+    /// ```
+    ///
+    /// The forwarded chains are verified by this acceptor's trust configuration, so an
+    /// acceptor built with [`from_server_config`](Self::from_server_config) (no verifier of
+    /// this crate) refuses every forwarded certificate
+    /// ([`ForwardedRefusal::NoVerifier`](crate::forwarded::ForwardedRefusal::NoVerifier)).
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        if !self.shared.trust.current().has_verifier() {
+            tracing::warn!(
+                "trusted proxies on an acceptor without a tower-mtls verifier: forwarded \
+                 certificates cannot be verified and every one will be refused"
+            );
+        }
+        self.proxies = Some(Arc::new(proxies));
         self
     }
 
@@ -366,7 +405,10 @@ impl MtlsAcceptor {
             conn,
             peer_addr,
             local_addr,
-            self.role_mapper.as_deref(),
+            Identification {
+                role_mapper: self.role_mapper.as_ref(),
+                proxies: self.proxies.as_ref(),
+            },
             (self.shared.trust.clone(), current.generation),
             trust_bundle,
             lease,

@@ -208,7 +208,7 @@ impl AcceptError {
     }
 }
 
-fn classify(e: &rustls::Error) -> HandshakeFailure {
+pub(crate) fn classify(e: &rustls::Error) -> HandshakeFailure {
     use rustls::Error as E;
     match e {
         E::NoCertificatesPresented => HandshakeFailure::NoCertificate,
