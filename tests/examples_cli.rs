@@ -846,3 +846,210 @@ async fn hyper_server_metrics() {
 async fn axum_server_metrics() {
     metrics_contract("axum_server").await;
 }
+
+#[test]
+fn trusted_proxy_flags_that_do_not_go_together_exit_2() {
+    for name in ["axum_server", "hyper_server", "tonic_server"] {
+        let cases: &[&[&str]] = &[
+            // A proxy without a format, a format without a proxy, a header without either.
+            &["--trusted-proxy-cn", "edge"],
+            &["--trusted-proxy-dns", "edge.example.org"],
+            &["--trusted-proxy-spiffe", "spiffe://example.org/edge"],
+            &["--forwarded-cert", "xfcc"],
+            &["--forwarded-cert-header", "X-Client-Cert"],
+            &[
+                "--forwarded-cert",
+                "xfcc",
+                "--forwarded-cert-header",
+                "X-Client-Cert",
+            ],
+            // Bad values.
+            &["--trusted-proxy-cn", "edge", "--forwarded-cert", "pem"],
+            &[
+                "--trusted-proxy-dns",
+                "a.*.org",
+                "--forwarded-cert",
+                "nginx",
+            ],
+            &[
+                "--trusted-proxy-spiffe",
+                "https://example.org/edge",
+                "--forwarded-cert",
+                "nginx",
+            ],
+            &[
+                "--trusted-proxy-cn",
+                "edge",
+                "--forwarded-cert",
+                "nginx",
+                "--forwarded-cert-header",
+                "bad header",
+            ],
+            &[
+                "--trusted-proxy-cn",
+                "edge",
+                "--forwarded-cert",
+                "nginx",
+                "--forwarded-cert-header",
+                "Host",
+            ],
+        ];
+        for args in cases {
+            let (code, stderr) = run_to_exit(name, args);
+            assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+            assert!(!stderr.trim().is_empty(), "{name} {args:?} printed nothing");
+            assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
+        }
+    }
+}
+
+/// A proxy's request forwarding `who` in haproxy's format (base64 DER), and a direct
+/// client's request carrying the same header.
+fn haproxy_header(who: &common::pki::Identity) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(&who.chain[0])
+}
+
+async fn forwarded_contract(name: &str) {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = setup.ca.client("edge-proxy", &["proxies"]);
+    let alice = setup.ca.client("alice", &["admins"]);
+    let bob = setup.ca.client("bob", &["users"]);
+    let mut args = files(&setup, &dir);
+    args.extend(
+        [
+            "--trusted-proxy-cn",
+            "edge-proxy",
+            "--forwarded-cert",
+            "haproxy",
+        ]
+        .map(String::from),
+    );
+    let server = start(name, &args);
+    let send = |who: &common::pki::Identity, path: &'static str, forwarded: Option<String>| {
+        let config = setup.client(Some(who));
+        let addr = server.addr;
+        async move {
+            let mut request = client::get(path);
+            if let Some(value) = forwarded {
+                request
+                    .headers_mut()
+                    .insert("x-ssl-client-cert", value.parse().unwrap());
+            }
+            let mut sender = client::http1(addr, config).await.unwrap();
+            client::send1(&mut sender, request).await.unwrap()
+        }
+    };
+
+    let me = send(&proxy, "/whoami", Some(haproxy_header(&alice))).await;
+    assert_eq!(me.status, StatusCode::OK, "{name}: {me:?}");
+    assert_eq!(json(&me)["subject"], "CN=alice,OU=admins,O=tower-mtls demo");
+    assert_eq!(
+        json(&me)["forwarded_by"],
+        "CN=edge-proxy,OU=proxies,O=tower-mtls demo"
+    );
+    assert_eq!(
+        send(&proxy, "/admin", Some(haproxy_header(&alice)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&proxy, "/admin", Some(haproxy_header(&bob)))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let nobody = send(&proxy, "/whoami", None).await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED, "{name}");
+    let garbled = send(&proxy, "/whoami", Some("not base64!".into())).await;
+    assert_eq!(garbled.status, StatusCode::UNAUTHORIZED, "{name}");
+
+    // A direct client naming the admin is itself.
+    let spoof = send(&bob, "/whoami", Some(haproxy_header(&alice))).await;
+    assert_eq!(spoof.status, StatusCode::OK);
+    assert_eq!(json(&spoof)["subject"], "CN=bob,OU=users,O=tower-mtls demo");
+    assert_eq!(json(&spoof)["forwarded_by"], serde_json::Value::Null);
+    assert_eq!(
+        send(&bob, "/admin", Some(haproxy_header(&alice)))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn hyper_server_forwarded_identities() {
+    forwarded_contract("hyper_server").await;
+}
+
+#[tokio::test]
+async fn axum_server_forwarded_identities() {
+    forwarded_contract("axum_server").await;
+}
+
+#[tokio::test]
+async fn tonic_server_forwarded_identities() {
+    let setup = Setup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = setup.ca.client("edge-proxy", &["proxies"]);
+    let alice = setup.ca.client("alice", &["admins"]);
+    let bob = setup.ca.client("bob", &["users"]);
+    let mut args = files(&setup, &dir);
+    args.extend(
+        [
+            "--trusted-proxy-cn",
+            "edge-proxy",
+            "--forwarded-cert",
+            "xfcc",
+            "--forwarded-cert-header",
+            "x-client-cert",
+        ]
+        .map(String::from),
+    );
+    let server = start("tonic_server", &args);
+    let grpc = |who: &common::pki::Identity,
+                method: &'static str,
+                forwarded: Option<&common::pki::Identity>| {
+        let config = setup.client(Some(who));
+        let addr = server.addr;
+        let xfcc = forwarded.map(|f| {
+            let pem = common::pki::der_to_pem(&f.chain[0]);
+            let escaped =
+                percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC);
+            format!("Hash=00;Cert=\"{escaped}\"")
+        });
+        async move {
+            let mut h2 = client::http2(addr, config).await.unwrap();
+            let mut request = http::Request::post(method)
+                .header("host", "localhost")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+            if let Some(xfcc) = xfcc {
+                request = request.header("x-client-cert", xfcc);
+            }
+            let request = request
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                    0, 0, 0, 0, 0,
+                ])))
+                .unwrap();
+            // Only the response head: Watch streams for as long as the server runs.
+            h2.ready().await.unwrap();
+            let reply = h2.send_request(request).await.unwrap();
+            assert_eq!(reply.status(), StatusCode::OK);
+            reply
+                .headers()
+                .get("grpc-status")
+                .map(|s| s.to_str().unwrap().to_owned())
+        }
+    };
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+    const WATCH: &str = "/grpc.health.v1.Health/Watch";
+    // A served call has no grpc-status in its headers (trailers-only refusals do).
+    assert_eq!(grpc(&proxy, CHECK, Some(&bob)).await, None);
+    assert_eq!(grpc(&proxy, WATCH, Some(&bob)).await.as_deref(), Some("7"));
+    assert_eq!(grpc(&proxy, WATCH, Some(&alice)).await, None);
+    assert_eq!(grpc(&proxy, CHECK, None).await.as_deref(), Some("16"));
+    assert_eq!(grpc(&bob, WATCH, Some(&alice)).await.as_deref(), Some("7"));
+}
