@@ -394,3 +394,88 @@ fn labels_are_snake_case_and_distinct() {
     assert_eq!(HandshakeFailure::BadKeyUsage.label(), "bad_eku");
     assert_eq!(HandshakeFailure::CaUsedAsLeaf.label(), "ca_as_leaf");
 }
+
+#[test]
+fn forwarded_identities_are_verified_once_per_connection_and_refusals_counted() {
+    use base64::Engine as _;
+    use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
+    let recorded = run(|| async {
+        let setup = Setup::new();
+        let proxy = setup.ca.client("edge-proxy", &[]);
+        let alice = setup.ca.client("alice", &[]);
+        let bob = setup.ca.client("bob", &[]);
+        let stranger = common::pki::Ca::root("other CA").client("mallory", &[]);
+        let acceptor = MtlsAcceptor::new(setup.config(ClientAuth::Required)).trusted_proxies(
+            TrustedProxies::new(ForwardedCertFormat::Haproxy)
+                .proxy(Matcher::common_name("edge-proxy")),
+        );
+        let addr = common::start_whoami(acceptor).await;
+        let header = |who: &common::pki::Identity| {
+            base64::engine::general_purpose::STANDARD.encode(&who.chain[0])
+        };
+        let request = |value: Option<String>| {
+            let mut request = client::get("/");
+            if let Some(value) = value {
+                request
+                    .headers_mut()
+                    .insert("x-ssl-client-cert", value.parse().unwrap());
+            }
+            request
+        };
+        let mut via_proxy = client::http2(addr, setup.client(Some(&proxy)))
+            .await
+            .unwrap();
+        // 20 requests for alice and 5 for bob on one connection: two verifications.
+        for who in std::iter::repeat_n(&alice, 20).chain(std::iter::repeat_n(&bob, 5)) {
+            let reply = client::send2(&mut via_proxy, request(Some(header(who))))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        // A stranger twice (verified once, then the refusal is remembered), nothing, garbage.
+        for value in [
+            Some(header(&stranger)),
+            Some(header(&stranger)),
+            None,
+            Some("%%%".to_owned()),
+        ] {
+            let reply = client::send2(&mut via_proxy, request(value)).await.unwrap();
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        }
+        // A direct client's header is removed, three times.
+        let mut direct = client::http2(addr, setup.client(Some(&bob))).await.unwrap();
+        for _ in 0..3 {
+            let reply = client::send2(&mut direct, request(Some(header(&alice))))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+    });
+    let at = |series: &str| get(&recorded, series);
+    assert_eq!(
+        at("tower_mtls_forwarded_verifications_total{result=ok}"),
+        2.0,
+        "{recorded:#?}"
+    );
+    assert_eq!(
+        at("tower_mtls_forwarded_verifications_total{result=failed}"),
+        1.0
+    );
+    assert_eq!(
+        at("tower_mtls_forwarded_failures_total{cause=unknown_issuer}"),
+        2.0
+    );
+    assert_eq!(
+        at("tower_mtls_forwarded_failures_total{cause=forwarded_cert_missing}"),
+        1.0
+    );
+    assert_eq!(
+        at("tower_mtls_forwarded_failures_total{cause=forwarded_cert_malformed}"),
+        1.0
+    );
+    assert_eq!(at("tower_mtls_forwarded_headers_removed_total{}"), 3.0);
+    assert_eq!(
+        at("tower_mtls_requests_total{decision=unauthenticated}"),
+        4.0
+    );
+}
