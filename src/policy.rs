@@ -46,6 +46,34 @@
 //! Every rule is checked, and every problem found is reported, with the rule's index and name
 //! and the field ([`PolicyError::problems`]). Empty lists are errors: an empty `any` would
 //! silently deny and an empty `all` silently allow.
+//!
+//! # Trusted proxies
+//! [`TrustedProxies::from_toml_str`] reads the same principal tables for the proxies whose
+//! connections may forward client certificates (a document of its own: it configures the
+//! acceptor, not the authorizer, and is not reloaded with a [`ReloadablePolicy`]):
+//!
+//! ```
+//! use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
+//!
+//! let proxies = TrustedProxies::from_toml_str(r#"
+//!     format = "xfcc"                          # rfc9440 | xfcc | nginx | haproxy
+//!     header = "x-forwarded-client-cert"       # optional: the format's default header
+//!     cache_max_bytes = 1048576                # optional, per proxy connection
+//!
+//!     [[proxy]]
+//!     spiffe_id = "spiffe://example.org/ns/edge/sa/envoy"
+//!
+//!     [[proxy]]
+//!     dns = "lb.example.org"
+//!     trust_bundle = "infra"
+//! "#)?;
+//! assert_eq!(proxies.format(), ForwardedCertFormat::Xfcc);
+//! assert_eq!(proxies.proxies().len(), 2);
+//! # Ok::<(), tower_mtls::policy::PolicyError>(())
+//! ```
+//!
+//! `format` and at least one `[[proxy]]` are required; each `[[proxy]]` is a principal table
+//! (several keys must all match; any one proxy table makes a connection a proxy).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -61,6 +89,8 @@ use crate::authorize::matcher::{Matcher, all, any, not};
 use crate::authorize::reloadable::ReloadablePolicy;
 use crate::authorize::request::{PathPattern, RequestMatcher};
 use crate::authorize::rules::{Action, Rule, RuleSet};
+use crate::forwarded::format::{ForwardedCertFormat, ForwardedConfigError};
+use crate::forwarded::proxies::TrustedProxies;
 use crate::identity::spiffe_id::SpiffeId;
 
 /// Everything wrong with a policy: one [`PolicyProblem`] per problem, never just the first.
@@ -178,6 +208,15 @@ pub enum PolicyErrorKind {
     /// A value that does not make a valid matcher.
     #[error(transparent)]
     Invalid(#[from] MatcherError),
+    /// A trusted-proxies document without `format`.
+    #[error("missing `format` (\"rfc9440\", \"xfcc\", \"nginx\" or \"haproxy\")")]
+    MissingFormat,
+    /// A trusted-proxies document without any `[[proxy]]`.
+    #[error("no `[[proxy]]`: name at least one trusted proxy")]
+    NoProxy,
+    /// A forwarded-certificate format or header name that cannot be honored.
+    #[error(transparent)]
+    Forwarded(#[from] ForwardedConfigError),
 }
 
 impl RuleSet {
@@ -284,6 +323,85 @@ impl ReloadablePolicy {
             }
         }
     }
+}
+
+impl TrustedProxies {
+    /// Reads trusted proxies from TOML; see [the policy module](crate::policy#trusted-proxies)
+    /// for the format. Every problem is reported, with its field (`proxy[1].dns`).
+    pub fn from_toml_str(toml_text: &str) -> Result<TrustedProxies, PolicyError> {
+        let doc: ProxiesDoc = toml::from_str(toml_text)
+            .map_err(|e| PolicyError::single(PolicyErrorKind::Syntax(e.to_string())))?;
+        let mut compiler = Compiler::default();
+        let mut problems = Vec::new();
+        let mut field = |field: &str, kind: PolicyErrorKind| {
+            problems.push(PolicyProblem {
+                rule: None,
+                field: Some(field.to_owned()),
+                kind,
+            });
+        };
+        let format = match doc.format.as_deref().map(str::parse::<ForwardedCertFormat>) {
+            Some(Ok(format)) => Some(format),
+            Some(Err(e)) => {
+                field("format", e.into());
+                None
+            }
+            None => {
+                field("format", PolicyErrorKind::MissingFormat);
+                None
+            }
+        };
+        if doc.proxy.is_empty() {
+            field("proxy", PolicyErrorKind::NoProxy);
+        }
+        let matchers: Vec<Matcher> = doc
+            .proxy
+            .iter()
+            .enumerate()
+            .filter_map(|(i, table)| compiler.principal(table, &format!("proxy[{i}]")))
+            .collect();
+        let mut proxies = format.map(TrustedProxies::new);
+        if let (Some(name), Some(p)) = (&doc.header, proxies.take()) {
+            match p.header_name(name) {
+                Ok(p) => proxies = Some(p),
+                Err(e) => field("header", e.into()),
+            }
+        }
+        problems.extend(
+            compiler
+                .problems
+                .into_iter()
+                .map(|p| PolicyProblem { rule: None, ..p }),
+        );
+        match proxies {
+            Some(mut proxies) if problems.is_empty() => {
+                if let Some(bytes) = doc.cache_max_bytes {
+                    proxies = proxies.cache_max_bytes(bytes);
+                }
+                Ok(matchers.into_iter().fold(proxies, TrustedProxies::proxy))
+            }
+            _ => Err(PolicyError { problems }),
+        }
+    }
+
+    /// Reads trusted proxies from a TOML file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<TrustedProxies, PolicyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PolicyError::single(PolicyErrorKind::Io(format!("{}: {e}", path.display())))
+        })?;
+        TrustedProxies::from_toml_str(&text)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxiesDoc {
+    format: Option<String>,
+    header: Option<String>,
+    cache_max_bytes: Option<usize>,
+    #[serde(default)]
+    proxy: Vec<PrincipalDoc>,
 }
 
 #[derive(Deserialize)]
@@ -1014,5 +1132,95 @@ mod reload_tests {
             .reload_toml_str("[[rule]]\nname = \"b\"\naction = \"allow\"\npath = \"/b\"\n")
             .unwrap();
         assert!(!allowed(&shared, "/a") && allowed(&shared, "/b"));
+    }
+
+    #[test]
+    fn trusted_proxies_from_toml() {
+        use crate::identity::roles::Roles;
+        use crate::identity::trust_bundle::TrustBundle;
+        use crate::testing::{CertSpec, principal};
+        let proxies = TrustedProxies::from_toml_str(
+            r#"
+            format = "rfc9440"
+            header = "X-Client-Cert"
+            cache_max_bytes = 4096
+            [[proxy]]
+            cn = "edge"
+            trust_bundle = "infra"
+            [[proxy]]
+            spiffe_id = ["spiffe://example.org/lb", "spiffe://example.org/lb2"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(proxies.format(), ForwardedCertFormat::Rfc9440);
+        let names: Vec<&str> = proxies
+            .header()
+            .header_names()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(names, ["x-client-cert", "x-client-cert-chain"]);
+        assert_eq!(proxies.cache_byte_limit(), 4096);
+        let none = Roles::none();
+        let edge = |bundle| {
+            principal(CertSpec {
+                cn: Some("edge"),
+                bundle,
+                ..CertSpec::default()
+            })
+        };
+        assert!(proxies.is_proxy(&edge(TrustBundle::Named("infra".into())), &none));
+        assert!(!proxies.is_proxy(&edge(TrustBundle::Unnamed), &none));
+        let lb = principal(CertSpec {
+            uris: vec!["spiffe://example.org/lb2"],
+            ..CertSpec::default()
+        });
+        assert!(proxies.is_proxy(&lb, &none));
+    }
+
+    #[test]
+    fn trusted_proxies_problems_are_all_reported_with_their_field() {
+        let err = TrustedProxies::from_toml_str(
+            r#"
+            format = "pem"
+            [[proxy]]
+            dns = "a.*.org"
+            [[proxy]]
+            "#,
+        )
+        .unwrap_err();
+        let at: Vec<(Option<&str>, &PolicyErrorKind)> = err
+            .problems()
+            .iter()
+            .map(|p| (p.field.as_deref(), &p.kind))
+            .collect();
+        assert!(
+            matches!(
+                at[..],
+                [
+                    (Some("format"), PolicyErrorKind::Forwarded(_)),
+                    (Some("proxy[0].dns"), PolicyErrorKind::Invalid(_)),
+                    (Some("proxy[1]"), PolicyErrorKind::EmptyMatcher),
+                ]
+            ),
+            "{err}"
+        );
+        assert!(err.problems().iter().all(|p| p.rule.is_none()));
+
+        let err = TrustedProxies::from_toml_str("header = \"Host\"\n").unwrap_err();
+        let kinds: Vec<&PolicyErrorKind> = err.problems().iter().map(|p| &p.kind).collect();
+        assert_eq!(
+            kinds,
+            [&PolicyErrorKind::MissingFormat, &PolicyErrorKind::NoProxy]
+        );
+        let err = TrustedProxies::from_toml_str(
+            "format = \"nginx\"\nheader = \"Host\"\n[[proxy]]\ncn = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems()[0].field.as_deref(), Some("header"));
+        let err = TrustedProxies::from_toml_str("format = \"nginx\"\nproxies = 1\n").unwrap_err();
+        assert!(
+            matches!(err.problems()[0].kind, PolicyErrorKind::Syntax(_)),
+            "{err}"
+        );
     }
 }
