@@ -14,10 +14,17 @@
 //! cargo bench --all-features --bench load                       # keepalive (default)
 //! cargo bench --all-features --bench load -- handshake
 //! cargo bench --all-features --bench load -- memory
+//! cargo bench --all-features --bench load -- forwarded          # proxy-forwarded vs direct
 //! cargo bench --all-features --bench load -- all
 //! cargo bench --all-features --bench load -- --quick            # smoke check, a few seconds
 //! options: --rounds N  --secs S  --conns N  --memory-conns N  --only bare|mtls (to profile)
 //! ```
+//!
+//! `forwarded` compares two tower-mtls servers instead: **A** serves direct clients, **B** has
+//! trusted proxies and is called by a proxy connection that forwards the client's chain in
+//! RFC 9440 headers on every request (the per-connection cache hit after the first); A's
+//! requests carry a header of the same size under a name nobody reads, so the ratio is the
+//! cost of the forwarded path itself.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it prints how to run it and exits.
 
@@ -44,6 +51,8 @@ use rustls::{ClientConfig, HandshakeKind, ServerConfig};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::service_fn;
+use tower_mtls::authorize::Matcher;
+use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
 use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener};
 
 use support::{Pki, client};
@@ -100,6 +109,7 @@ struct Options {
     keepalive: bool,
     handshake: bool,
     memory: bool,
+    forwarded: bool,
     rounds: usize,
     secs: f64,
     conns: usize,
@@ -116,6 +126,7 @@ impl Options {
             keepalive: false,
             handshake: false,
             memory: false,
+            forwarded: false,
             rounds: if quick { 1 } else { 3 },
             secs: if quick { 0.5 } else { 2.0 },
             conns: 32,
@@ -134,7 +145,10 @@ impl Options {
                 "keepalive" => o.keepalive = true,
                 "handshake" => o.handshake = true,
                 "memory" => o.memory = true,
-                "all" => (o.keepalive, o.handshake, o.memory) = (true, true, true),
+                "forwarded" => o.forwarded = true,
+                "all" => {
+                    (o.keepalive, o.handshake, o.memory, o.forwarded) = (true, true, true, true)
+                }
                 "--rounds" => o.rounds = number("--rounds").max(1.0) as usize,
                 "--secs" => o.secs = number("--secs").clamp(0.1, MAX_SECS_PER_ROUND),
                 "--conns" => o.conns = number("--conns").max(1.0) as usize,
@@ -151,7 +165,7 @@ impl Options {
                 _ => {} // --bench, --quick, filters from cargo
             }
         }
-        if !(o.keepalive || o.handshake || o.memory) {
+        if !(o.keepalive || o.handshake || o.memory || o.forwarded) {
             o.keepalive = true;
         }
         o
@@ -187,6 +201,15 @@ fn main() {
             for resume in [false, true] {
                 rt.block_on(handshakes(&servers, &pki, resume, &options));
             }
+        }
+        drop(rt);
+        servers.stop();
+    }
+    if options.forwarded {
+        let servers = Servers::start_forwarded(pki.config());
+        let rt = current_thread_runtime();
+        for proto in [Proto::H1, Proto::H2] {
+            rt.block_on(forwarded(&servers, &pki, proto, &options));
         }
         drop(rt);
         servers.stop();
@@ -264,17 +287,35 @@ async fn serve_mtls(listener: TcpListener, config: MtlsConfig) {
     tower_mtls::hyper::serve(listener, service).await;
 }
 
+/// The CN of the forwarded bench's proxy.
+const PROXY_CN: &str = "bench-proxy";
+
+/// B of the forwarded bench: tower-mtls with trusted proxies (RFC 9440), the same layer.
+async fn serve_mtls_forwarded(listener: TcpListener, config: MtlsConfig) {
+    let service = ServiceBuilder::new()
+        .layer(MtlsAuthLayer::new(AllowAnyVerified))
+        .service_fn(hello);
+    let acceptor = MtlsAcceptor::new(config).trusted_proxies(
+        TrustedProxies::new(ForwardedCertFormat::Rfc9440).proxy(Matcher::common_name(PROXY_CN)),
+    );
+    let listener = MtlsListener::from_tcp(listener, acceptor).expect("listener");
+    tower_mtls::hyper::serve(listener, service).await;
+}
+
 fn bind() -> std::net::TcpListener {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
     listener.set_nonblocking(true).expect("nonblocking");
     listener
 }
 
-async fn serve(stack: Stack, listener: std::net::TcpListener, config: MtlsConfig) {
+/// Server `stack` of the pair; `forwarded`: the pair of the forwarded bench (A direct
+/// tower-mtls, B with trusted proxies).
+async fn serve(stack: Stack, listener: std::net::TcpListener, config: MtlsConfig, forwarded: bool) {
     let listener = TcpListener::from_std(listener).expect("listener");
-    match stack {
-        Stack::Bare => serve_bare(listener, config.server_config().clone()).await,
-        Stack::Mtls => serve_mtls(listener, config).await,
+    match (stack, forwarded) {
+        (Stack::Bare, false) => serve_bare(listener, config.server_config().clone()).await,
+        (Stack::Bare, true) | (Stack::Mtls, false) => serve_mtls(listener, config).await,
+        (Stack::Mtls, true) => serve_mtls_forwarded(listener, config).await,
     }
 }
 
@@ -288,6 +329,10 @@ struct Servers {
 
 impl Servers {
     fn start(config: MtlsConfig) -> Servers {
+        Self::start_pair(config, false)
+    }
+
+    fn start_pair(config: MtlsConfig, forwarded: bool) -> Servers {
         let (bare, mtls) = (bind(), bind());
         let addrs = (
             bare.local_addr().expect("addr"),
@@ -299,8 +344,8 @@ impl Servers {
             .spawn(move || {
                 let rt = current_thread_runtime();
                 rt.block_on(async move {
-                    tokio::spawn(serve(Stack::Bare, bare, config.clone()));
-                    tokio::spawn(serve(Stack::Mtls, mtls, config));
+                    tokio::spawn(serve(Stack::Bare, bare, config.clone(), forwarded));
+                    tokio::spawn(serve(Stack::Mtls, mtls, config, forwarded));
                     let _ = stopped.await;
                 });
                 // Dropping the runtime cancels the accept loops and every connection.
@@ -312,6 +357,12 @@ impl Servers {
             stop,
             thread,
         }
+    }
+
+    /// The forwarded bench's pair: A = tower-mtls for direct clients (in the `bare` slot),
+    /// B = tower-mtls with trusted proxies.
+    fn start_forwarded(config: MtlsConfig) -> Servers {
+        Self::start_pair(config, true)
     }
 
     fn addr(&self, stack: Stack) -> SocketAddr {
@@ -383,8 +434,13 @@ fn us(d: Duration) -> f64 {
 }
 
 /// Runs `rounds` A/B pairs, alternating which goes first, and prints the table.
-async fn ab_rounds<F, Fut>(title: &str, unit: &str, options: &Options, mut run: F)
-where
+async fn ab_rounds<F, Fut>(
+    title: &str,
+    unit: &str,
+    labels: [&str; 2],
+    options: &Options,
+    mut run: F,
+) where
     F: FnMut(Stack) -> Fut,
     Fut: std::future::Future<Output = Round>,
 {
@@ -419,7 +475,7 @@ where
             println!(
                 "{:<6} {:<14} {:>12.0} {:>9.1} {:>9.1} {:>14.2}{resumed}",
                 round + 1,
-                stack.name(),
+                labels[(stack == Stack::Mtls) as usize],
                 r.rate(),
                 us(percentile(&r.latencies, 0.5)),
                 us(percentile(&r.latencies, 0.99)),
@@ -440,10 +496,10 @@ where
             .map(|(a, b)| us(b.cpu_per_op()) / us(a.cpu_per_op()).max(1e-9))
             .collect(),
     );
-    for (stack, rs) in [(Stack::Bare, a), (Stack::Mtls, b)] {
+    for (label, rs) in [(labels[0], a), (labels[1], b)] {
         println!(
             "median {:<14} {:>12.0} {:>9.1} {:>9.1} {:>14.2}",
-            stack.name(),
+            label,
             med(rs, &Round::rate),
             med(rs, &|r| us(percentile(&r.latencies, 0.5))),
             med(rs, &|r| us(percentile(&r.latencies, 0.99))),
@@ -454,6 +510,9 @@ where
         "ratio B/A: {unit}/s {rate_ratio:.3}, server CPU per {unit} {cpu_ratio:.3} (median of per-round ratios)"
     );
 }
+
+/// The labels of the bare-vs-crate comparisons.
+const STACKS: [&str; 2] = ["A bare", "B tower-mtls"];
 
 enum Sender {
     H1(http1::SendRequest<Body>),
@@ -470,14 +529,23 @@ impl Sender {
     }
 
     async fn get(&mut self) -> StatusCode {
+        self.get_with(&http::HeaderMap::new()).await
+    }
+
+    /// `GET /` with `headers` added.
+    async fn get_with(&mut self, headers: &http::HeaderMap) -> StatusCode {
+        let mut request = client::get("/");
+        request
+            .headers_mut()
+            .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         let response = match self {
             Sender::H1(s) => {
                 s.ready().await.expect("ready");
-                s.send_request(client::get("/")).await
+                s.send_request(request).await
             }
             Sender::H2(s) => {
                 s.ready().await.expect("ready");
-                s.send_request(client::get("/")).await
+                s.send_request(request).await
             }
         }
         .expect("response");
@@ -507,7 +575,7 @@ async fn keepalive(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
         options.rounds,
         options.secs
     );
-    ab_rounds(&title, "req", options, |stack| {
+    ab_rounds(&title, "req", STACKS, options, |stack| {
         let config = config.clone();
         async move {
             let addr = servers.addr(stack);
@@ -528,6 +596,71 @@ async fn keepalive(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
     .await;
 }
 
+/// Keep-alive, forwarded: B's connections are a trusted proxy's, each request forwarding the
+/// bench client's chain (leaf + intermediate) in `Client-Cert` / `Client-Cert-Chain`; A's are
+/// the client's own, each request with an unread header of the same size.
+async fn forwarded(servers: &Servers, pki: &Pki, proto: Proto, options: &Options) {
+    use base64::Engine as _;
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+    let proxy = pki
+        .intermediate
+        .client(PROXY_CN, &["proxies"])
+        .with_intermediate(&pki.intermediate);
+    let proxy_config = client::client_config(
+        pki.root.der(),
+        Some((proxy.chain.clone(), proxy.key())),
+        &[proto.alpn()],
+    );
+    let direct_config = pki.client_config(&[proto.alpn()], false);
+    let leaf = format!(":{}:", b64(&pki.client.chain[0]));
+    let chain = format!(":{}:", b64(&pki.client.chain[1]));
+    let mut forwarded_headers = http::HeaderMap::new();
+    forwarded_headers.insert("client-cert", leaf.parse().expect("header"));
+    forwarded_headers.insert("client-cert-chain", chain.parse().expect("header"));
+    let mut padded = http::HeaderMap::new();
+    padded.insert("x-padding", "x".repeat(leaf.len()).parse().expect("header"));
+    padded.insert(
+        "x-padding-2",
+        "x".repeat(chain.len()).parse().expect("header"),
+    );
+    let headers = [Arc::new(padded), Arc::new(forwarded_headers)];
+    let title = format!(
+        "keep-alive {}, forwarded by a trusted proxy (RFC 9440, {} header bytes): {} connections, {} rounds × {:.1} s per stack",
+        proto.name(),
+        leaf.len() + chain.len(),
+        options.conns,
+        options.rounds,
+        options.secs
+    );
+    let labels = ["A direct", "B forwarded"];
+    ab_rounds(&title, "req", labels, options, |stack| {
+        let config = match stack {
+            Stack::Bare => direct_config.clone(),
+            Stack::Mtls => proxy_config.clone(),
+        };
+        let headers = headers[(stack == Stack::Mtls) as usize].clone();
+        async move {
+            let addr = servers.addr(stack);
+            let mut senders = Vec::with_capacity(options.conns);
+            for _ in 0..options.conns {
+                senders.push(Sender::open(addr, config.clone(), proto).await);
+            }
+            for sender in &mut senders {
+                check_status(sender.get_with(&headers).await);
+            }
+            timed(options, senders, move |mut sender| {
+                let headers = headers.clone();
+                async move {
+                    check_status(sender.get_with(&headers).await);
+                    (sender, false)
+                }
+            })
+            .await
+        }
+    })
+    .await;
+}
+
 /// New connections: each op is TCP connect + mTLS handshake + one HTTP/1.1 request (so the
 /// server has finished its side and the client has its tickets) + close.
 async fn handshakes(servers: &Servers, pki: &Pki, resume: bool, options: &Options) {
@@ -538,7 +671,7 @@ async fn handshakes(servers: &Servers, pki: &Pki, resume: bool, options: &Option
         options.rounds,
         options.secs
     );
-    ab_rounds(&title, "conn", options, |stack| {
+    ab_rounds(&title, "conn", STACKS, options, |stack| {
         // A fresh client session cache per round, primed by one full handshake.
         let config = pki.client_config(&[b"http/1.1"], resume);
         let addr = servers.addr(stack);
@@ -781,7 +914,7 @@ fn memory_server(args: &[String]) {
     let rt = current_thread_runtime();
     rt.block_on(async {
         tokio::select! {
-            () = serve(stack, listener, config) => {}
+            () = serve(stack, listener, config, false) => {}
             () = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
     });

@@ -46,6 +46,11 @@ use crate::reject::{DefaultResponder, Rejection, RejectionFormat, Respond};
 /// # What the authorizer sees
 /// For every request, in this order:
 ///
+/// 0. With [trusted proxies](crate::forwarded::TrustedProxies) configured on the acceptor: on
+///    a connection that is not a proxy, the forwarded-certificate headers are removed from the
+///    request (logged and counted); on a proxy's connection, the client is the certificate
+///    the proxy forwarded, verified like a TLS peer's chain, and a missing, malformed or
+///    unverifiable one is **401**.
 /// 1. No verified, still valid identity: **401** (gRPC `UNAUTHENTICATED`).
 /// 2. A method that is another spelling of a standard one (`delete`, `Get`): **400** (gRPC
 ///    `INVALID_ARGUMENT`). HTTP methods are case-sensitive, but some backends read them
@@ -150,7 +155,8 @@ impl<S, A, R: Clone> Layer<S> for MtlsAuthLayer<A, R> {
 /// [`Authorizer`] allows; see [`MtlsAuthLayer`].
 ///
 /// The identity comes from the [`ConnectionInfo`](crate::ConnectionInfo) in the request's
-/// extensions, put there per connection; request headers are never looked at for identity.
+/// extensions, put there per connection; request headers are never looked at for identity,
+/// except a [trusted proxy](crate::forwarded::TrustedProxies)'s forwarded certificate.
 #[derive(Debug)]
 pub struct MtlsAuth<S, A, R = DefaultResponder> {
     inner: S,

@@ -58,6 +58,9 @@
 //!   [`ConnectionInfo`] that every request of a connection carries.
 //! - [`authorize`]: who may do what — the [`Authorizer`] trait and a toolkit (matchers, rules,
 //!   caches, dry-run); [`policy`] reads rules from TOML (feature `policy`).
+//! - [`forwarded`]: client certificates forwarded by TLS-terminating proxies, believed only from
+//!   connections whose own certificate names a [trusted proxy](forwarded::TrustedProxies) and
+//!   verified like direct ones; removed from everyone else's requests.
 //! - [`MtlsAuthLayer`] ([`layer`]): 401 without a verified identity, 400 for a path without a
 //!   canonical form, 403 when the authorizer says no; [`reject`] builds those responses.
 //! - Stacks: [`hyper`] (`serve`, `Server`, HTTP timeouts, feature `hyper`), [`axum`] (`serve`,

@@ -35,6 +35,16 @@ fn run_to_exit(name: &str, args: &[&str]) -> (i32, String) {
     (code, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// Each of `cases` makes `name` exit with code 2 and a message, without a panic.
+fn expect_usage_errors(name: &str, cases: &[&[&str]]) {
+    for args in cases {
+        let (code, stderr) = run_to_exit(name, args);
+        assert_eq!(code, 2, "{name} {args:?}: {stderr}");
+        assert!(!stderr.trim().is_empty(), "{name} {args:?} printed nothing");
+        assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn bad_flags_and_files_exit_2_with_a_message() {
     for name in ["axum_server", "hyper_server", "tonic_server"] {
@@ -51,12 +61,7 @@ fn bad_flags_and_files_exit_2_with_a_message() {
                 "/nonexistent/key.pem",
             ],
         ];
-        for args in cases {
-            let (code, stderr) = run_to_exit(name, args);
-            assert_eq!(code, 2, "{name} {args:?}: {stderr}");
-            assert!(!stderr.trim().is_empty(), "{name} {args:?} printed nothing");
-            assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
-        }
+        expect_usage_errors(name, cases);
         let (code, stderr) = run_to_exit(
             name,
             &[
@@ -894,12 +899,7 @@ fn trusted_proxy_flags_that_do_not_go_together_exit_2() {
                 "Host",
             ],
         ];
-        for args in cases {
-            let (code, stderr) = run_to_exit(name, args);
-            assert_eq!(code, 2, "{name} {args:?}: {stderr}");
-            assert!(!stderr.trim().is_empty(), "{name} {args:?} printed nothing");
-            assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
-        }
+        expect_usage_errors(name, cases);
     }
 }
 

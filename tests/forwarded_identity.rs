@@ -20,7 +20,6 @@ use bytes::Bytes;
 use common::{LogCapture, Setup, client, pki};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use tower_mtls::authorize::Matcher;
 use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
 use tower_mtls::tls::ClientAuth;
@@ -545,7 +544,6 @@ mod grpc {
     use super::*;
     use std::sync::Mutex;
     use tonic::Code;
-    use tonic::transport::{Channel, Endpoint};
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
@@ -618,19 +616,6 @@ mod grpc {
         }
     }
 
-    async fn channel(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Channel {
-        Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                let config = config.clone();
-                async move {
-                    let tls = client::connect(addr, config).await?;
-                    Ok::<_, client::BoxError>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .unwrap()
-    }
-
     fn check() -> HealthCheckRequest {
         HealthCheckRequest {
             service: String::new(),
@@ -655,7 +640,7 @@ mod grpc {
         common::init_tracing();
         let fleet = Fleet::new();
         let (addr, seen) = serve(fleet.acceptor(ForwardedCertFormat::Haproxy)).await;
-        let proxy = channel(addr, fleet.setup.client(Some(&fleet.proxy))).await;
+        let proxy = common::tonic_channel(addr, fleet.setup.client(Some(&fleet.proxy))).await;
         let alice = Some(b64(&fleet.alice.chain[0]));
         let bob = Some(b64(&fleet.bob.chain[0]));
 
@@ -678,7 +663,7 @@ mod grpc {
         );
 
         // A direct client naming alice in the metadata is itself.
-        let direct = channel(addr, fleet.setup.client(Some(&fleet.bob))).await;
+        let direct = common::tonic_channel(addr, fleet.setup.client(Some(&fleet.bob))).await;
         let mut spoof = HealthClient::with_interceptor(direct, with_cert(alice));
         spoof.check(check()).await.unwrap();
         assert_eq!(

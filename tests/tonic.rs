@@ -10,12 +10,9 @@ mod common;
 mod tonic_server;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use common::{Setup, client};
-use hyper_util::rt::TokioIo;
+use common::Setup;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -44,20 +41,6 @@ async fn serve(setup: &Setup) -> SocketAddr {
     addr
 }
 
-/// A tonic channel over our own rustls client (so it presents our client certificate).
-async fn channel(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Channel {
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let config = config.clone();
-            async move {
-                let tls = client::connect(addr, config).await?;
-                Ok::<_, common::client::BoxError>(TokioIo::new(tls))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
 fn check() -> HealthCheckRequest {
     HealthCheckRequest {
         service: String::new(),
@@ -70,7 +53,7 @@ async fn verified_client_gets_serving() {
     let setup = Setup::new();
     let bob = setup.ca.client("bob", &["users"]);
     let addr = serve(&setup).await;
-    let mut health = HealthClient::new(channel(addr, setup.client(Some(&bob))).await);
+    let mut health = HealthClient::new(common::tonic_channel(addr, setup.client(Some(&bob))).await);
     let reply = health.check(check()).await.unwrap();
     assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
 }
@@ -80,7 +63,7 @@ async fn no_certificate_is_unauthenticated() {
     common::init_tracing();
     let setup = Setup::new();
     let addr = serve(&setup).await;
-    let mut health = HealthClient::new(channel(addr, setup.client(None)).await);
+    let mut health = HealthClient::new(common::tonic_channel(addr, setup.client(None)).await);
     let status = health.check(check()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.code() as i32, 16);
@@ -98,13 +81,14 @@ async fn watch_is_for_admins_only() {
     let bob = setup.ca.client("bob", &["users"]);
     let addr = serve(&setup).await;
 
-    let mut as_bob = HealthClient::new(channel(addr, setup.client(Some(&bob))).await);
+    let mut as_bob = HealthClient::new(common::tonic_channel(addr, setup.client(Some(&bob))).await);
     let status = as_bob.watch(check()).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(status.code() as i32, 7);
     assert!(!status.message().is_empty());
 
-    let mut as_alice = HealthClient::new(channel(addr, setup.client(Some(&alice))).await);
+    let mut as_alice =
+        HealthClient::new(common::tonic_channel(addr, setup.client(Some(&alice))).await);
     let mut stream = as_alice.watch(check()).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32);

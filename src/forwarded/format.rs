@@ -314,18 +314,36 @@ impl ForwardedCertHeader {
         let Some(lines) = self.collect(headers)? else {
             return Ok(None);
         };
+        self.parse_lines(&lines).map(Some)
+    }
+
+    /// The field lines of the format's headers in `headers`, checked as [`parse`](Self::parse)
+    /// checks them before decoding (presence, duplicates, size, ASCII): what a cache of
+    /// parse results is keyed by.
+    pub(crate) fn lines<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<Lines<'h>>, ForwardedCertError> {
+        self.collect(headers)
+    }
+
+    /// [`parse`](Self::parse) of lines found by [`lines`](Self::lines).
+    pub(crate) fn parse_lines(
+        &self,
+        lines: &Lines<'_>,
+    ) -> Result<ForwardedChain, ForwardedCertError> {
         let fingerprint = lines.fingerprint(self.format);
         let (leaf, intermediates) = match self.format {
-            ForwardedCertFormat::Rfc9440 => self.decode_rfc9440(&lines)?,
-            ForwardedCertFormat::Xfcc => self.decode_xfcc(&lines)?,
-            ForwardedCertFormat::Nginx => (self.decode_nginx(&lines)?, Vec::new()),
-            ForwardedCertFormat::Haproxy => (self.decode_haproxy(&lines)?, Vec::new()),
+            ForwardedCertFormat::Rfc9440 => self.decode_rfc9440(lines)?,
+            ForwardedCertFormat::Xfcc => self.decode_xfcc(lines)?,
+            ForwardedCertFormat::Nginx => (self.decode_nginx(lines)?, Vec::new()),
+            ForwardedCertFormat::Haproxy => (self.decode_haproxy(lines)?, Vec::new()),
         };
-        Ok(Some(ForwardedChain {
+        Ok(ForwardedChain {
             leaf,
             intermediates,
             fingerprint,
-        }))
+        })
     }
 
     fn single_valued(&self) -> bool {
@@ -353,10 +371,7 @@ impl ForwardedCertHeader {
             });
         }
         for (name, values) in [(&self.name, &main), (self.chain_or_main(), &chain)] {
-            if values
-                .iter()
-                .any(|v| v.as_bytes().iter().any(|b| !b.is_ascii()))
-            {
+            if values.iter().any(|v| !v.as_bytes().is_ascii()) {
                 return Err(ForwardedCertError::NotAscii {
                     header: name.clone(),
                 });
@@ -591,9 +606,21 @@ enum CertCount {
 }
 
 /// The field lines found, in order.
-struct Lines<'h> {
+pub(crate) struct Lines<'h> {
     main: Vec<&'h HeaderValue>,
     chain: Vec<&'h HeaderValue>,
+}
+
+impl<'h> Lines<'h> {
+    /// The lines of the main header (the leaf's, or XFCC's).
+    pub(crate) fn main(&self) -> &[&'h HeaderValue] {
+        &self.main
+    }
+
+    /// The lines of the RFC 9440 chain header (empty for the other formats).
+    pub(crate) fn chain(&self) -> &[&'h HeaderValue] {
+        &self.chain
+    }
 }
 
 impl Lines<'_> {

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use rustls::pki_types::CertificateDer;
 
-use crate::forwarded::cache::{Cached, ForwardedCache, ForwardedIdentity, Verified};
+use crate::forwarded::cache::{
+    Cached, ForwardedCache, ForwardedIdentity, RawKey, RawView, Verified,
+};
 use crate::forwarded::proxies::TrustedProxies;
 use crate::forwarded::refusal::ForwardedRefusal;
 use crate::identity::principal::Principal;
@@ -80,24 +82,22 @@ impl Forwarding {
             return Err(ForwardedRefusal::Missing);
         };
         let header = self.config.header();
-        let key = match header.fingerprint(headers) {
-            Ok(Some(key)) => key,
+        let lines = match header.lines(headers) {
+            Ok(Some(lines)) => lines,
             Ok(None) => return Err(ForwardedRefusal::Missing),
             Err(error) => return Err(ForwardedRefusal::Malformed(error)),
         };
         let Some(trust) = trust else {
             return Err(ForwardedRefusal::NoVerifier);
         };
-        match state.cache.get(&key, trust.generation()) {
+        match state.cache.get(&RawView(&lines), trust.generation()) {
             Cached::Identity(identity) => return still_valid(identity),
             Cached::Refused(refusal) => return Err(refusal),
             Cached::Unknown => {}
         }
-        let chain = match header.parse(headers) {
-            Ok(Some(chain)) => chain,
-            Ok(None) => return Err(ForwardedRefusal::Missing),
-            Err(error) => return Err(ForwardedRefusal::Malformed(error)),
-        };
+        let chain = header
+            .parse_lines(&lines)
+            .map_err(ForwardedRefusal::Malformed)?;
         let (leaf, intermediates) = chain.into_parts();
         let mut certificates: Vec<CertificateDer<'static>> =
             Vec::with_capacity(1 + intermediates.len());
@@ -135,7 +135,7 @@ impl Forwarding {
         };
         if let Some(remembered) = remembered {
             state.cache.insert(
-                key,
+                RawKey::of(&lines),
                 Verified {
                     generation: snapshot.generation,
                     outcome: remembered,

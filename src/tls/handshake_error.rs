@@ -208,6 +208,7 @@ impl AcceptError {
     }
 }
 
+/// The classification of a verifier's error (also used for forwarded chains).
 pub(crate) fn classify(e: &rustls::Error) -> HandshakeFailure {
     use rustls::Error as E;
     match e {

@@ -272,3 +272,21 @@ pub fn site() -> tempfile::TempDir {
     }
     dir
 }
+
+/// A tonic channel over this crate's test rustls client (so it presents `config`'s client
+/// certificate).
+pub async fn tonic_channel(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let config = config.clone();
+            async move {
+                let tls = client::connect(addr, config).await?;
+                Ok::<_, client::BoxError>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .unwrap()
+}
