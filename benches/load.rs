@@ -575,33 +575,49 @@ async fn keepalive(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
         options.rounds,
         options.secs
     );
+    let headers = Arc::new(http::HeaderMap::new());
     ab_rounds(&title, "req", STACKS, options, |stack| {
-        let config = config.clone();
-        async move {
-            let addr = servers.addr(stack);
-            let mut senders = Vec::with_capacity(options.conns);
-            for _ in 0..options.conns {
-                senders.push(Sender::open(addr, config.clone(), proto).await);
-            }
-            for sender in &mut senders {
-                check_status(sender.get().await);
-            }
-            timed(options, senders, |mut sender| async move {
-                check_status(sender.get().await);
-                (sender, false)
-            })
-            .await
-        }
+        keepalive_round(
+            servers.addr(stack),
+            config.clone(),
+            headers.clone(),
+            proto,
+            options,
+        )
     })
     .await;
+}
+
+/// One keep-alive round: `conns` connections opened and checked first (not timed), then
+/// closed-loop requests with `headers` on each for the round's time.
+async fn keepalive_round(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    headers: Arc<http::HeaderMap>,
+    proto: Proto,
+    options: &Options,
+) -> Round {
+    let mut senders = Vec::with_capacity(options.conns);
+    for _ in 0..options.conns {
+        senders.push(Sender::open(addr, config.clone(), proto).await);
+    }
+    for sender in &mut senders {
+        check_status(sender.get_with(&headers).await);
+    }
+    timed(options, senders, move |mut sender| {
+        let headers = headers.clone();
+        async move {
+            check_status(sender.get_with(&headers).await);
+            (sender, false)
+        }
+    })
+    .await
 }
 
 /// Keep-alive, forwarded: B's connections are a trusted proxy's, each request forwarding the
 /// bench client's chain (leaf + intermediate) in `Client-Cert` / `Client-Cert-Chain`; A's are
 /// the client's own, each request with an unread header of the same size.
 async fn forwarded(servers: &Servers, pki: &Pki, proto: Proto, options: &Options) {
-    use base64::Engine as _;
-    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
     let proxy = pki
         .intermediate
         .client(PROXY_CN, &["proxies"])
@@ -612,22 +628,13 @@ async fn forwarded(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
         &[proto.alpn()],
     );
     let direct_config = pki.client_config(&[proto.alpn()], false);
-    let leaf = format!(":{}:", b64(&pki.client.chain[0]));
-    let chain = format!(":{}:", b64(&pki.client.chain[1]));
-    let mut forwarded_headers = http::HeaderMap::new();
-    forwarded_headers.insert("client-cert", leaf.parse().expect("header"));
-    forwarded_headers.insert("client-cert-chain", chain.parse().expect("header"));
-    let mut padded = http::HeaderMap::new();
-    padded.insert("x-padding", "x".repeat(leaf.len()).parse().expect("header"));
-    padded.insert(
-        "x-padding-2",
-        "x".repeat(chain.len()).parse().expect("header"),
-    );
+    let (forwarded_headers, padded) = support::rfc9440_headers(pki);
+    let header_bytes: usize = forwarded_headers.values().map(|v| v.len()).sum();
     let headers = [Arc::new(padded), Arc::new(forwarded_headers)];
     let title = format!(
         "keep-alive {}, forwarded by a trusted proxy (RFC 9440, {} header bytes): {} connections, {} rounds × {:.1} s per stack",
         proto.name(),
-        leaf.len() + chain.len(),
+        header_bytes,
         options.conns,
         options.rounds,
         options.secs
@@ -639,24 +646,7 @@ async fn forwarded(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
             Stack::Mtls => proxy_config.clone(),
         };
         let headers = headers[(stack == Stack::Mtls) as usize].clone();
-        async move {
-            let addr = servers.addr(stack);
-            let mut senders = Vec::with_capacity(options.conns);
-            for _ in 0..options.conns {
-                senders.push(Sender::open(addr, config.clone(), proto).await);
-            }
-            for sender in &mut senders {
-                check_status(sender.get_with(&headers).await);
-            }
-            timed(options, senders, move |mut sender| {
-                let headers = headers.clone();
-                async move {
-                    check_status(sender.get_with(&headers).await);
-                    (sender, false)
-                }
-            })
-            .await
-        }
+        keepalive_round(servers.addr(stack), config, headers, proto, options)
     })
     .await;
 }

@@ -129,7 +129,6 @@ fn per_request(c: &mut Criterion) {
 /// RFC 9440 headers (a cache hit after the first), against the layer on a direct connection
 /// whose requests carry headers of the same size that nobody reads.
 fn forwarded(c: &mut Criterion) {
-    use base64::Engine as _;
     use tower_mtls::authorize::Matcher;
     use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
     let pki = Pki::p256();
@@ -148,18 +147,7 @@ fn forwarded(c: &mut Criterion) {
         pki.client_config(&[b"http/1.1"], false),
     ));
     assert!(proxy.is_trusted_proxy());
-    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
-    let leaf = format!(":{}:", b64(&pki.client.chain[0]));
-    let chain = format!(":{}:", b64(&pki.client.chain[1]));
-    let mut forwarded_headers = http::HeaderMap::new();
-    forwarded_headers.insert("client-cert", leaf.parse().expect("header"));
-    forwarded_headers.insert("client-cert-chain", chain.parse().expect("header"));
-    let mut padded = http::HeaderMap::new();
-    padded.insert("x-padding", "x".repeat(leaf.len()).parse().expect("header"));
-    padded.insert(
-        "x-padding-2",
-        "x".repeat(chain.len()).parse().expect("header"),
-    );
+    let (forwarded_headers, padded) = support::rfc9440_headers(&pki);
     let request = |headers: &http::HeaderMap| {
         let mut req = Request::new(());
         *req.headers_mut() = headers.clone();

@@ -910,22 +910,44 @@ fn haproxy_header(who: &common::pki::Identity) -> String {
     base64::engine::general_purpose::STANDARD.encode(&who.chain[0])
 }
 
+/// A CA, a proxy `edge-proxy` (named by `--trusted-proxy-cn`), alice (admin) and bob, and the
+/// server flags with `extra`.
+struct ProxiedFleet {
+    setup: Setup,
+    _dir: tempfile::TempDir,
+    proxy: common::pki::Identity,
+    alice: common::pki::Identity,
+    bob: common::pki::Identity,
+    args: Vec<String>,
+}
+
+impl ProxiedFleet {
+    fn new(extra: &[&str]) -> Self {
+        let setup = Setup::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = files(&setup, &dir);
+        args.extend(["--trusted-proxy-cn", "edge-proxy"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        ProxiedFleet {
+            proxy: setup.ca.client("edge-proxy", &["proxies"]),
+            alice: setup.ca.client("alice", &["admins"]),
+            bob: setup.ca.client("bob", &["users"]),
+            setup,
+            _dir: dir,
+            args,
+        }
+    }
+}
+
 async fn forwarded_contract(name: &str) {
-    let setup = Setup::new();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = setup.ca.client("edge-proxy", &["proxies"]);
-    let alice = setup.ca.client("alice", &["admins"]);
-    let bob = setup.ca.client("bob", &["users"]);
-    let mut args = files(&setup, &dir);
-    args.extend(
-        [
-            "--trusted-proxy-cn",
-            "edge-proxy",
-            "--forwarded-cert",
-            "haproxy",
-        ]
-        .map(String::from),
-    );
+    let ProxiedFleet {
+        setup,
+        _dir,
+        proxy,
+        alice,
+        bob,
+        args,
+    } = ProxiedFleet::new(&["--forwarded-cert", "haproxy"]);
     let server = start(name, &args);
     let send = |who: &common::pki::Identity, path: &'static str, forwarded: Option<String>| {
         let config = setup.client(Some(who));
@@ -991,23 +1013,19 @@ async fn axum_server_forwarded_identities() {
 
 #[tokio::test]
 async fn tonic_server_forwarded_identities() {
-    let setup = Setup::new();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = setup.ca.client("edge-proxy", &["proxies"]);
-    let alice = setup.ca.client("alice", &["admins"]);
-    let bob = setup.ca.client("bob", &["users"]);
-    let mut args = files(&setup, &dir);
-    args.extend(
-        [
-            "--trusted-proxy-cn",
-            "edge-proxy",
-            "--forwarded-cert",
-            "xfcc",
-            "--forwarded-cert-header",
-            "x-client-cert",
-        ]
-        .map(String::from),
-    );
+    let ProxiedFleet {
+        setup,
+        _dir,
+        proxy,
+        alice,
+        bob,
+        args,
+    } = ProxiedFleet::new(&[
+        "--forwarded-cert",
+        "xfcc",
+        "--forwarded-cert-header",
+        "x-client-cert",
+    ]);
     let server = start("tonic_server", &args);
     let grpc = |who: &common::pki::Identity,
                 method: &'static str,

@@ -180,3 +180,22 @@ where
         Poll::Pending => panic!("the bench services complete on the first poll"),
     }
 }
+
+/// The RFC 9440 headers a proxy writes for the bench client's chain (`Client-Cert`, the leaf;
+/// `Client-Cert-Chain`, the intermediate), and headers of the same sizes that nothing reads.
+pub fn rfc9440_headers(pki: &Pki) -> (http::HeaderMap, http::HeaderMap) {
+    use base64::Engine as _;
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+    let leaf = format!(":{}:", b64(&pki.client.chain[0]));
+    let chain = format!(":{}:", b64(&pki.client.chain[1]));
+    let mut forwarded = http::HeaderMap::new();
+    forwarded.insert("client-cert", leaf.parse().expect("header"));
+    forwarded.insert("client-cert-chain", chain.parse().expect("header"));
+    let mut padded = http::HeaderMap::new();
+    padded.insert("x-padding", "x".repeat(leaf.len()).parse().expect("header"));
+    padded.insert(
+        "x-padding-2",
+        "x".repeat(chain.len()).parse().expect("header"),
+    );
+    (forwarded, padded)
+}
