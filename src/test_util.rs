@@ -118,6 +118,16 @@ pub fn principal_from_der(chain: &[CertificateDer<'_>]) -> Result<Principal, Pri
     Principal::from_verified_chain(chain)
 }
 
+/// A principal forwarded by the trusted proxy `proxy` (see
+/// [`Principal::forwarded_by`]), from DER certificates, leaf first, as the layer builds it on a
+/// proxy's connection. **Not verified**: for tests of authorizers that look at the proxy.
+pub fn forwarded_principal_from_der(
+    chain: &[CertificateDer<'_>],
+    proxy: Principal,
+) -> Result<Principal, PrincipalError> {
+    Principal::from_forwarded_chain(chain, TrustBundle::Unnamed, proxy)
+}
+
 /// A connection of `principal` (or of a client without a certificate) with `roles`, from
 /// `127.0.0.1:0`, for handlers and extractors that read a [`ConnectionInfo`]. It has no TLS
 /// facts and is never re-verified; the certificate's expiry still counts.

@@ -675,3 +675,19 @@ mod grpc {
         assert_eq!(seen, ["alice", "alice", "bob", "bob"]);
     }
 }
+
+#[test]
+fn test_util_builds_forwarded_principals_for_authorizer_tests() {
+    let fleet = Fleet::new();
+    let proxy = tower_mtls::test_util::principal_from_der(&fleet.proxy.chain).unwrap();
+    let alice =
+        tower_mtls::test_util::forwarded_principal_from_der(&fleet.alice.chain, proxy).unwrap();
+    assert!(alice.is_forwarded());
+    assert_eq!(alice.common_name(), Some("alice"));
+    assert_eq!(
+        alice.forwarded_by().and_then(|p| p.common_name()),
+        Some(PROXY_CN)
+    );
+    let direct = tower_mtls::test_util::principal_from_der(&fleet.alice.chain).unwrap();
+    assert!(!direct.is_forwarded() && direct.forwarded_by().is_none());
+}
