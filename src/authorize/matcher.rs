@@ -217,6 +217,12 @@ impl Matcher {
         Ok(Matcher(Node::TrustBundle(name.into())))
     }
 
+    /// Whether this is [`any_verified`](Self::any_verified) itself (not a combination that
+    /// happens to match everyone).
+    pub(crate) fn is_any_verified(&self) -> bool {
+        matches!(self.0, Node::AnyVerified)
+    }
+
     /// Whether `principal` (with the connection's `roles`) matches.
     pub fn matches(&self, principal: &Principal, roles: &Roles) -> bool {
         match &self.0 {

@@ -13,6 +13,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::audit;
+use crate::authorize::matcher::Matcher;
 use crate::forwarded::proxies::TrustedProxies;
 use crate::identity::connection::{ConnectionInfo, Identification, peer_chain};
 use crate::identity::roles::RoleMapper;
@@ -218,6 +219,12 @@ impl MtlsAcceptor {
             tracing::warn!(
                 "trusted proxies on an acceptor without a tower-mtls verifier: forwarded \
                  certificates cannot be verified and every one will be refused"
+            );
+        }
+        if proxies.proxies().iter().any(Matcher::is_any_verified) {
+            tracing::warn!(
+                "a trusted proxy matcher is `any verified client`: every client may then claim \
+                 to be any other by sending a forwarded certificate; name the proxies"
             );
         }
         self.proxies = Some(Arc::new(proxies));
