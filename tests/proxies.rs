@@ -81,7 +81,9 @@ impl Fleet {
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
         params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         let expired = setup.ca.issue(params);
-        let stranger = Ca::root("test CA").client("mallory", &["admins"]);
+        // Another name than the fleet's CA: nginx refuses a same-named issuer whose signature
+        // fails by itself, and the point here is what the upstream does.
+        let stranger = Ca::root("stranger CA").client("mallory", &["admins"]);
         let fleet = Fleet {
             setup,
             dir,
@@ -558,13 +560,21 @@ async fn grpc(
     }
     if method == "Watch" {
         // A stream that was let through stays open: its first message is enough.
+        // (A proxy may send an empty DATA frame before the trailers of a refusal.)
         let mut body = response.into_body();
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("a first message")
-            .expect("a frame")
-            .unwrap();
-        return (status, frame.trailers_ref().and_then(header));
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .expect("a first message or the trailers")
+                .expect("a frame")
+                .unwrap();
+            if let Some(trailers) = frame.trailers_ref() {
+                return (status, header(trailers));
+            }
+            if frame.data_ref().is_some_and(|data| !data.is_empty()) {
+                return (status, None);
+            }
+        }
     }
     let collected = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
         .await
