@@ -822,8 +822,7 @@ fn trusted_proxy_flags_that_do_not_go_together_exit_2() {
 /// A proxy's request forwarding `who` in haproxy's format (base64 DER), and a direct
 /// client's request carrying the same header.
 fn haproxy_header(who: &common::pki::Identity) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(&who.chain[0])
+    common::forwarded_values::haproxy(&who.chain[0])
 }
 
 /// A CA, a proxy `edge-proxy` (named by `--trusted-proxy-cn`), alice (admin) and bob, and the
@@ -950,8 +949,7 @@ async fn tonic_server_forwarded_identities() {
         let addr = server.addr;
         let xfcc = forwarded.map(|f| {
             let pem = common::pki::der_to_pem(&f.chain[0]);
-            let escaped =
-                percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC);
+            let escaped = common::forwarded_values::url_encode(&pem);
             format!("Hash=00;Cert=\"{escaped}\"")
         });
         async move {

@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use common::{LogCapture, Setup, client, pki};
 use http::{Request, Response, StatusCode};
@@ -68,19 +67,7 @@ fn pem_of(der: &[u8]) -> String {
     pki::der_to_pem(&rustls::pki_types::CertificateDer::from(der.to_vec()))
 }
 
-/// Everything but unreserved characters escaped, as nginx's `$ssl_client_escaped_cert` does.
-fn url_encode(text: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, SET).to_string()
-}
-
-fn b64(der: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(der)
-}
+use common::forwarded_values::{haproxy as b64, url_encode};
 
 /// One XFCC element for `chain` (leaf first) as Envoy writes it with `Cert` and `Chain`.
 fn xfcc_element(chain: &[rustls::pki_types::CertificateDer<'static>]) -> String {

@@ -397,7 +397,6 @@ fn labels_are_snake_case_and_distinct() {
 
 #[test]
 fn forwarded_identities_are_verified_once_per_connection_and_refusals_counted() {
-    use base64::Engine as _;
     use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
     let recorded = run(|| async {
         let setup = Setup::new();
@@ -410,9 +409,7 @@ fn forwarded_identities_are_verified_once_per_connection_and_refusals_counted() 
                 .proxy(Matcher::common_name("edge-proxy")),
         );
         let addr = common::start_whoami(acceptor).await;
-        let header = |who: &common::pki::Identity| {
-            base64::engine::general_purpose::STANDARD.encode(&who.chain[0])
-        };
+        let header = |who: &common::pki::Identity| common::forwarded_values::haproxy(&who.chain[0]);
         let request = |value: Option<String>| {
             let mut request = client::get("/");
             if let Some(value) = value {

@@ -23,10 +23,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use common::example_servers::{Server, files, start};
-use common::pki::{Ca, Identity, client_params, der_to_pem};
+use common::forwarded_values;
+use common::pki::{Ca, Identity, client_params};
 use common::{Setup, client, json};
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -343,20 +343,6 @@ async fn get(
     client::send1(&mut sender, request).await
 }
 
-/// The PEM of `identity`'s leaf, percent-encoded as nginx's `$ssl_client_escaped_cert`.
-fn nginx_escaped(identity: &Identity) -> String {
-    percent_encoding::utf8_percent_encode(
-        &der_to_pem(&identity.chain[0]),
-        percent_encoding::NON_ALPHANUMERIC,
-    )
-    .to_string()
-}
-
-/// The leaf's DER in base64, as haproxy's `%[ssl_c_der,base64]`.
-fn haproxy_base64(identity: &Identity) -> String {
-    base64::engine::general_purpose::STANDARD.encode(identity.chain[0].as_ref())
-}
-
 /// The contract through a proxy at `front`, with `upstream` behind it: what an operator
 /// relies on. `spoof` is the forwarded header a client would forge (name, value for alice).
 async fn forwarded_contract(
@@ -449,7 +435,10 @@ async fn nginx_in_front_of_hyper_server() {
     let fleet = Fleet::new();
     let upstream = fleet.upstream("hyper_server", "nginx", &[]);
     let nginx = Proxy::nginx(&fleet, upstream.addr, false);
-    let spoof = ("X-SSL-Client-Cert", nginx_escaped(&fleet.alice));
+    let spoof = (
+        "X-SSL-Client-Cert",
+        forwarded_values::nginx(&fleet.alice.chain[0]),
+    );
     forwarded_contract(&fleet, nginx.addr, upstream.addr, spoof, "nginx").await;
     // nginx refuses an expired certificate itself (400): it never reaches the upstream.
     let reply = get(
@@ -476,7 +465,10 @@ async fn haproxy_in_front_of_axum_server() {
         "X-SSL-Client-Cert",
         "%[ssl_c_der,base64]",
     );
-    let spoof = ("X-SSL-Client-Cert", haproxy_base64(&fleet.alice));
+    let spoof = (
+        "X-SSL-Client-Cert",
+        forwarded_values::haproxy(&fleet.alice.chain[0]),
+    );
     forwarded_contract(&fleet, haproxy.addr, upstream.addr, spoof, "haproxy").await;
     // haproxy was told to ignore certificate errors: the upstream refuses the expired one.
     let reply = get(
@@ -516,7 +508,7 @@ async fn haproxy_rfc9440_in_front_of_hyper_server() {
     );
     let spoof = (
         "X-Client-Cert",
-        format!(":{}:", haproxy_base64(&fleet.alice)),
+        format!(":{}:", forwarded_values::haproxy(&fleet.alice.chain[0])),
     );
     forwarded_contract(
         &fleet,

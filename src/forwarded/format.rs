@@ -298,7 +298,7 @@ impl ForwardedCertHeader {
         headers: &HeaderMap,
     ) -> Result<Option<ForwardedFingerprint>, ForwardedCertError> {
         Ok(self
-            .collect(headers)?
+            .lines(headers)?
             .map(|lines| lines.fingerprint(self.format)))
     }
 
@@ -311,20 +311,10 @@ impl ForwardedCertHeader {
     /// # Errors
     /// One [`ForwardedCertError`] variant per cause; the request should be refused.
     pub fn parse(&self, headers: &HeaderMap) -> Result<Option<ForwardedChain>, ForwardedCertError> {
-        let Some(lines) = self.collect(headers)? else {
+        let Some(lines) = self.lines(headers)? else {
             return Ok(None);
         };
         self.parse_lines(&lines).map(Some)
-    }
-
-    /// The field lines of the format's headers in `headers`, checked as [`parse`](Self::parse)
-    /// checks them before decoding (presence, duplicates, size, ASCII): what a cache of
-    /// parse results is keyed by.
-    pub(crate) fn lines<'h>(
-        &self,
-        headers: &'h HeaderMap,
-    ) -> Result<Option<Lines<'h>>, ForwardedCertError> {
-        self.collect(headers)
     }
 
     /// [`parse`](Self::parse) of lines found by [`lines`](Self::lines).
@@ -350,8 +340,13 @@ impl ForwardedCertHeader {
         !matches!(self.format, ForwardedCertFormat::Xfcc)
     }
 
-    /// Finds the field lines, and enforces what holds for every format before any decoding.
-    fn collect<'h>(&self, headers: &'h HeaderMap) -> Result<Option<Lines<'h>>, ForwardedCertError> {
+    /// The field lines of the format's headers in `headers`, checked for what holds for every
+    /// format before any decoding (presence, duplicates, size, ASCII): what a cache of parse
+    /// results is keyed by.
+    pub(crate) fn lines<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<Lines<'h>>, ForwardedCertError> {
         let mut budget = Budget {
             used: 0,
             lines: 0,

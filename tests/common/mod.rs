@@ -4,6 +4,7 @@
 #[path = "../../examples/support/client.rs"]
 pub mod client;
 pub mod example_servers;
+pub mod forwarded_values;
 #[path = "../../examples/support/permission_store.rs"]
 pub mod permission_store;
 #[path = "../../examples/support/pki.rs"]
