@@ -16,9 +16,22 @@
 //! cargo bench --all-features --bench load -- memory
 //! cargo bench --all-features --bench load -- forwarded          # proxy-forwarded vs direct
 //! cargo bench --all-features --bench load -- all
+//! cargo bench --all-features --bench load -- callgrind          # instruction counts (or benches/callgrind.sh)
 //! cargo bench --all-features --bench load -- --quick            # smoke check, a few seconds
 //! options: --rounds N  --secs S  --conns N  --memory-conns N  --only bare|mtls (to profile)
 //! ```
+//!
+//! `handshake` runs twice: with session resumption **off** on both servers (no session cache,
+//! no tickets: [`Resumption::off`](tower_mtls::tls::Resumption::off) for B, the very same
+//! rustls `ServerConfig` for A), then with the defaults (a session cache, two TLS 1.3 tickets
+//! after every full handshake), full and resumed.
+//!
+//! `callgrind` counts the instructions the server process executes, deterministically: each
+//! stack runs alone in a child process under `valgrind --tool=callgrind`, driven from here
+//! (natively) over loopback, once with a few operations and once with more; the difference
+//! divided by the extra operations is the cost of one, without start-up. Operations: a full
+//! handshake with resumption off, a full handshake with the defaults, a resumed handshake
+//! (each with one HTTP/1.1 request), and a keep-alive request over HTTP/1.1 and HTTP/2.
 //!
 //! `forwarded` compares two tower-mtls servers instead: **A** serves direct clients, **B** has
 //! trusted proxies and is called by a proxy connection that forwards the client's chain in
@@ -53,6 +66,7 @@ use tower::ServiceBuilder;
 use tower::service_fn;
 use tower_mtls::authorize::Matcher;
 use tower_mtls::forwarded::{ForwardedCertFormat, TrustedProxies};
+use tower_mtls::tls::Resumption;
 use tower_mtls::{AllowAnyVerified, MtlsAcceptor, MtlsAuthLayer, MtlsConfig, MtlsListener};
 
 use support::{Pki, client};
@@ -110,6 +124,7 @@ struct Options {
     handshake: bool,
     memory: bool,
     forwarded: bool,
+    callgrind: bool,
     rounds: usize,
     secs: f64,
     conns: usize,
@@ -127,6 +142,7 @@ impl Options {
             handshake: false,
             memory: false,
             forwarded: false,
+            callgrind: false,
             rounds: if quick { 1 } else { 3 },
             secs: if quick { 0.5 } else { 2.0 },
             conns: 32,
@@ -146,6 +162,7 @@ impl Options {
                 "handshake" => o.handshake = true,
                 "memory" => o.memory = true,
                 "forwarded" => o.forwarded = true,
+                "callgrind" => o.callgrind = true,
                 "all" => {
                     (o.keepalive, o.handshake, o.memory, o.forwarded) = (true, true, true, true)
                 }
@@ -165,7 +182,7 @@ impl Options {
                 _ => {} // --bench, --quick, filters from cargo
             }
         }
-        if !(o.keepalive || o.handshake || o.memory || o.forwarded) {
+        if !(o.keepalive || o.handshake || o.memory || o.forwarded || o.callgrind) {
             o.keepalive = true;
         }
         o
@@ -198,8 +215,12 @@ fn main() {
             }
         }
         if options.handshake {
+            let off = Servers::start(resumption_config(&pki, false));
+            rt.block_on(handshakes(&off, &pki, "resumption off", false, &options));
+            off.stop();
             for resume in [false, true] {
-                rt.block_on(handshakes(&servers, &pki, resume, &options));
+                let label = "resumption on (defaults)";
+                rt.block_on(handshakes(&servers, &pki, label, resume, &options));
             }
         }
         drop(rt);
@@ -216,6 +237,9 @@ fn main() {
     }
     if options.memory {
         memory(&pki, &options);
+    }
+    if options.callgrind {
+        callgrind(&pki);
     }
     println!("total {:.1} s", started.elapsed().as_secs_f64());
 }
@@ -653,9 +677,9 @@ async fn forwarded(servers: &Servers, pki: &Pki, proto: Proto, options: &Options
 
 /// New connections: each op is TCP connect + mTLS handshake + one HTTP/1.1 request (so the
 /// server has finished its side and the client has its tickets) + close.
-async fn handshakes(servers: &Servers, pki: &Pki, resume: bool, options: &Options) {
+async fn handshakes(servers: &Servers, pki: &Pki, label: &str, resume: bool, options: &Options) {
     let title = format!(
-        "{} mTLS handshakes (+1 request each): {} concurrent, {} rounds × {:.1} s per stack",
+        "{label}, {} mTLS handshakes (+1 request each): {} concurrent, {} rounds × {:.1} s per stack",
         if resume { "resumed" } else { "new full" },
         options.handshake_conns,
         options.rounds,
@@ -847,10 +871,14 @@ struct ChildServer {
 impl ChildServer {
     fn spawn(stack: Stack, dir: &std::path::Path) -> ChildServer {
         let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
-            .arg("--memory-server")
-            .arg(stack.arg())
-            .arg(dir)
+        let mut command = Command::new(exe);
+        command.arg("--memory-server").arg(stack.arg()).arg(dir);
+        Self::start(command)
+    }
+
+    /// Starts `command`, a `--memory-server` child, and reads the address it prints.
+    fn start(mut command: Command) -> ChildServer {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -878,21 +906,34 @@ impl ChildServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Closes the child's stdin, which ends it normally (callgrind writes its counts then).
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// The child: serves one stack on 127.0.0.1 until its stdin closes (the parent ended or
-/// stopped it), and never longer than five minutes.
+/// stopped it), and never longer than five minutes. Arguments: `bare|mtls DIR [on|off]`, the
+/// last one session resumption (default on: the defaults).
 fn memory_server(args: &[String]) {
     let stack = match args.first().map(String::as_str) {
         Some("bare") => Stack::Bare,
         Some("mtls") => Stack::Mtls,
-        other => panic!("--memory-server bare|mtls DIR, got {other:?}"),
+        other => panic!("--memory-server bare|mtls DIR [on|off], got {other:?}"),
     };
     let dir = std::path::PathBuf::from(args.get(1).expect("--memory-server needs a directory"));
+    let resumption = match args.get(2).map(String::as_str) {
+        None | Some("on") => Resumption::default(),
+        Some("off") => Resumption::off(),
+        other => panic!("resumption on|off, got {other:?}"),
+    };
     let config = MtlsConfig::builder()
         .server_cert_pem_file(dir.join("server.pem"))
         .server_key_pem_file(dir.join("server.key"))
         .client_ca_pem_file(dir.join("ca.pem"))
+        .resumption(resumption)
         .build()
         .expect("server config");
     let listener = bind();
@@ -908,4 +949,149 @@ fn memory_server(args: &[String]) {
             () = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
     });
+}
+
+/// The bench PKI's server configuration with session resumption on (the defaults) or off.
+fn resumption_config(pki: &Pki, on: bool) -> MtlsConfig {
+    let resumption = if on {
+        Resumption::default()
+    } else {
+        Resumption::off()
+    };
+    pki.builder()
+        .resumption(resumption)
+        .build()
+        .expect("server config")
+}
+
+// ---------------------------------------------------------------------------------------
+// Callgrind: instructions per operation in the server process
+
+/// Operations counted ([`callgrind`]).
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Full handshake + one HTTP/1.1 request, resumption off on the server.
+    FullOff,
+    /// Full handshake + one request, the default resumption settings (tickets issued, unused).
+    FullOn,
+    /// Resumed handshake + one request.
+    Resumed,
+    /// One request on a kept-alive connection.
+    KeepAlive(Proto),
+}
+
+impl Op {
+    fn name(self) -> String {
+        match self {
+            Op::FullOff => "full handshake, resumption off".into(),
+            Op::FullOn => "full handshake, resumption on".into(),
+            Op::Resumed => "resumed handshake".into(),
+            Op::KeepAlive(proto) => format!("keep-alive request, {}", proto.name()),
+        }
+    }
+
+    /// Operations in the short and the long run.
+    fn counts(self) -> (u64, u64) {
+        match self {
+            Op::KeepAlive(_) => (200, 2_200),
+            _ => (20, 120),
+        }
+    }
+}
+
+/// Runs every [`Op`] against each stack under callgrind and prints instructions per op.
+fn callgrind(pki: &Pki) {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("\n== callgrind: valgrind not found, skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tower-mtls-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("server.pem"), pki.server.chain_pem()).expect("write");
+    std::fs::write(dir.join("server.key"), &pki.server.key_pem).expect("write");
+    std::fs::write(dir.join("ca.pem"), pki.root.pem()).expect("write");
+    println!("\n== callgrind: instructions executed by the server process per operation");
+    println!(
+        "{:<36} {:>14} {:>14} {:>8}",
+        "operation", "A bare", "B tower-mtls", "B/A"
+    );
+    let rt = current_thread_runtime();
+    let ops = [
+        Op::FullOff,
+        Op::FullOn,
+        Op::Resumed,
+        Op::KeepAlive(Proto::H1),
+        Op::KeepAlive(Proto::H2),
+    ];
+    for op in ops {
+        let [a, b] = [Stack::Bare, Stack::Mtls].map(|stack| {
+            let (short, long) = op.counts();
+            let few = rt.block_on(instructions(pki, &dir, stack, op, short));
+            let more = rt.block_on(instructions(pki, &dir, stack, op, long));
+            more.saturating_sub(few) as f64 / (long - short) as f64
+        });
+        println!("{:<36} {:>14.0} {:>14.0} {:>8.3}", op.name(), a, b, b / a);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Instructions the server child of `stack` executed in all, start-up included, for `count`
+/// operations `op`.
+async fn instructions(pki: &Pki, dir: &std::path::Path, stack: Stack, op: Op, count: u64) -> u64 {
+    let out = dir.join(format!("{}-{count}.callgrind", stack.arg()));
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(std::env::current_exe().expect("current exe"))
+        .arg("--memory-server")
+        .arg(stack.arg())
+        .arg(dir)
+        .arg(if matches!(op, Op::FullOff) {
+            "off"
+        } else {
+            "on"
+        })
+        .stderr(Stdio::null());
+    let child = ChildServer::start(command);
+    let deadline = Duration::from_secs(600);
+    tokio::time::timeout(deadline, drive(pki, child.addr, op, count))
+        .await
+        .expect("the callgrind run took over 10 minutes");
+    child.finish();
+    let text = std::fs::read_to_string(&out).expect("callgrind output");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("callgrind totals")
+}
+
+/// `count` operations `op` against `addr`, one after the other.
+async fn drive(pki: &Pki, addr: SocketAddr, op: Op, count: u64) {
+    match op {
+        Op::FullOff | Op::FullOn => {
+            let config = pki.client_config(&[b"http/1.1"], false);
+            for _ in 0..count {
+                assert!(!one_connection(addr, config.clone()).await);
+            }
+        }
+        Op::Resumed => {
+            let config = pki.client_config(&[b"http/1.1"], true);
+            one_connection(addr, config.clone()).await;
+            for _ in 0..count {
+                assert!(one_connection(addr, config.clone()).await, "not resumed");
+            }
+        }
+        Op::KeepAlive(proto) => {
+            let config = pki.client_config(&[proto.alpn()], false);
+            let mut sender = Sender::open(addr, config, proto).await;
+            for _ in 0..count {
+                check_status(sender.get().await);
+            }
+        }
+    }
 }

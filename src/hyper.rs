@@ -50,18 +50,20 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tower_http::add_extension::AddExtension;
@@ -183,19 +185,30 @@ impl HttpTimeouts {
         self
     }
 
-    fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+    /// The HTTP builders for these timeouts, made once per server.
+    fn builders(&self) -> Arc<Builders> {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read);
-        builder
-            .http2()
+        auto.http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(self.keep_alive_interval)
             .keep_alive_timeout(self.keep_alive_timeout);
-        builder
+        Arc::new(Builders { h1, auto })
     }
+}
+
+/// The HTTP connection builders of one server, shared by its connections. A client that chose
+/// `http/1.1` in ALPN is served by hyper's own HTTP/1.1 connection; the others have their first
+/// bytes read to tell HTTP/2 from HTTP/1.1 (hyper-util's `auto`), which also serves clients
+/// that offer `h2` and then speak HTTP/1.1 anyway.
+struct Builders {
+    h1: http1::Builder,
+    auto: auto::Builder<TokioExecutor>,
 }
 
 /// The services [`serve`] and [`serve_connection`] take: a cloneable tower service of hyper
@@ -247,7 +260,15 @@ where
     // Never shut down: the sender lives as long as the connection.
     let (_serving, phase) = watch::channel(Phase::Serving);
     let service = AddExtension::new(service, info.clone());
-    serve_one(&timeouts.builder(), &timeouts, service, stream, info, phase).await
+    serve_one(
+        &timeouts.builders(),
+        &timeouts,
+        service,
+        stream,
+        info,
+        phase,
+    )
+    .await
 }
 
 /// Serves every connection of `listener` with `service` and the default [`HttpTimeouts`],
@@ -360,7 +381,7 @@ impl Server {
         } = self;
         let (phase, _) = watch::channel(Phase::Serving);
         let serving = Serving {
-            builder: timeouts.builder(),
+            builders: timeouts.builders(),
             timeouts,
             per_connection,
         };
@@ -436,7 +457,7 @@ where
 /// What serving one connection needs.
 #[derive(Clone)]
 struct Serving<M> {
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     timeouts: HttpTimeouts,
     per_connection: M,
 }
@@ -457,7 +478,7 @@ impl<M> Serving<M> {
             peer = %peer,
             principal = info.principal_unchecked().map(|p| tracing::field::display(Escaped(p))),
         );
-        let served = serve_one(&self.builder, &self.timeouts, service, stream, info, phase)
+        let served = serve_one(&self.builders, &self.timeouts, service, stream, info, phase)
             .instrument(span)
             .await;
         if let Err(err) = served {
@@ -470,10 +491,10 @@ impl<M> Serving<M> {
 /// to close or the server shuts down, and dropping it when that takes too long.
 ///
 /// The timers and signals are watched by a task of their own ([`watch_connection`]), which
-/// tells this one what to do through a channel: the connection's task then polls one cheap
-/// receiver on each wake-up, instead of timers and shared notifications.
+/// writes what to do into the connection's [`Control`] and wakes this one: the connection's
+/// task then polls one atomic on each wake-up, instead of timers and shared notifications.
 async fn serve_one<IO, S, B>(
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     timeouts: &HttpTimeouts,
     service: S,
     stream: TlsStream<IO>,
@@ -486,7 +507,7 @@ where
     B: HttpBody,
 {
     let opened = Instant::now();
-    let activity = Arc::new(Activity::new(opened));
+    let control = Arc::new(Control::new(opened));
     // A connection that is not a trusted proxy loses its forwarded-certificate headers here,
     // before any route sees them, whether or not a layer covers the route.
     let untrusted = info
@@ -495,16 +516,26 @@ where
         .map(|_| info.clone());
     let service = TowerToHyperService::new(Tracked {
         inner: service,
-        activity: activity.clone(),
+        control: control.clone(),
         untrusted,
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(stream);
+    let conn = match info.alpn_protocol() {
+        Some(b"http/1.1") => Http::H1 {
+            conn: builders.h1.serve_connection(io, service).with_upgrades(),
+        },
+        _ => Http::Auto {
+            conn: builders.auto.serve_connection_with_upgrades(io, service),
+        },
+    };
     tokio::pin!(conn);
-    let (tell, mut told) = mpsc::channel(2);
     let peer = info.peer_addr();
-    tokio::spawn(watch_connection(
-        tell, info, activity, *timeouts, phase, opened,
-    ));
+    let _watcher = AbortOnDrop(tokio::spawn(watch_connection(
+        info,
+        control.clone(),
+        *timeouts,
+        phase,
+    )));
     let mut closing = false;
     // When to give up on a graceful close and drop the connection.
     let mut give_up: Option<Instant> = None;
@@ -512,20 +543,16 @@ where
         tokio::select! {
             biased;
             served = conn.as_mut() => return served,
-            directive = told.recv() => match directive {
-                Some(Directive::Close { why, give_up: by }) => {
+            directive = control.next_directive() => match directive {
+                Directive::Close(why) => {
                     if !closing {
                         tracing::debug!(peer = %peer, reason = why.as_str(), "closing the connection gracefully");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    if let Some(by) = by {
-                        give_up = Some(give_up.map_or(by, |current| current.min(by)));
-                    }
+                    give_up = control.give_up();
                 }
-                Some(Directive::Abort) => return Ok(()),
-                // The watcher is gone (its runtime is shutting down): serve to the end.
-                None => break,
+                Directive::Abort => return Ok(()),
             },
             () = sleep_until(give_up), if give_up.is_some() => {
                 tracing::debug!(peer = %peer, "graceful close timed out; dropping the connection");
@@ -533,44 +560,90 @@ where
             }
         }
     }
-    conn.await
+}
+
+pin_project! {
+    /// One connection, in hyper's connection type for its protocol.
+    #[project = HttpProj]
+    enum Http<'a, I, S>
+    where
+        S: hyper::service::HttpService<Incoming>,
+    {
+        H1 { #[pin] conn: http1::UpgradeableConnection<I, S> },
+        Auto { #[pin] conn: auto::UpgradeableConnection<'a, I, S, TokioExecutor> },
+    }
+}
+
+impl<I, S, B> Http<'_, I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            HttpProj::H1 { conn } => conn.graceful_shutdown(),
+            HttpProj::Auto { conn } => conn.graceful_shutdown(),
+        }
+    }
+}
+
+impl<I, S, B> Future for Http<'_, I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Output = Result<(), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HttpProj::H1 { conn } => conn.poll(cx).map_err(Into::into),
+            HttpProj::Auto { conn } => conn.poll(cx),
+        }
+    }
 }
 
 /// What [`watch_connection`] tells the connection's task.
+#[derive(Clone, Copy, Debug)]
 enum Directive {
-    /// Start a graceful close; drop the connection at `give_up` if it is still open then
-    /// (`None`: at the drain timeout's `Abort`).
-    Close {
-        why: Close,
-        give_up: Option<Instant>,
-    },
-    /// Past the drain timeout: drop the connection now.
+    /// Start a graceful close (and drop the connection at [`Control::give_up`], if set).
+    Close(Close),
+    /// Drop the connection now (past the drain timeout, or revoked and past its grace).
     Abort,
 }
 
 /// Watches one connection's timers (maximum age, idle) and signals (the server's phase, the
-/// connection's [`ConnectionInfo::request_close`]) until the connection ends.
+/// connection's [`ConnectionInfo::request_close`]) until the connection ends (its task aborts
+/// this one when it does). One timer: the nearest of the deadlines.
 async fn watch_connection(
-    tell: mpsc::Sender<Directive>,
     info: ConnectionInfo,
-    activity: Arc<Activity>,
+    control: Arc<Control>,
     timeouts: HttpTimeouts,
     mut phase: watch::Receiver<Phase>,
-    opened: Instant,
 ) {
+    let opened = control.opened;
     let too_old = timeouts.max_age.map(|age| later(opened, age));
-    let mut idle_check = timeouts.idle.map(|idle| later(opened, idle));
+    let idle_check = timeouts.idle.map(|idle| later(opened, idle));
+    let nearest = |a: Option<Instant>, b: Option<Instant>, now: Instant| match (a, b) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or_else(|| far(now)),
+    };
+    let timer = tokio::time::sleep_until(nearest(too_old, idle_check, opened));
+    tokio::pin!(timer);
     let mut closing = false;
     let mut phase_open = true;
     loop {
         let why = tokio::select! {
-            () = tell.closed() => return,
             changed = phase.changed(), if phase_open => match changed.map(|()| *phase.borrow_and_update()) {
                 Ok(Phase::Serving) => continue,
-                Ok(Phase::Abort) => {
-                    let _ = tell.send(Directive::Abort).await;
-                    return;
-                }
+                Ok(Phase::Abort) => return control.tell(Directive::Abort),
                 Ok(Phase::Draining) => Close::Shutdown,
                 // The server is gone without a word: finish gracefully all the same.
                 Err(_) => {
@@ -578,45 +651,62 @@ async fn watch_connection(
                     Close::Shutdown
                 }
             },
-            () = sleep_until(too_old), if !closing => Close::MaxAge,
-            () = sleep_until(idle_check), if !closing => {
-                let idle = timeouts.idle.unwrap_or(Duration::MAX);
-                match activity.idle_until(idle, Instant::now()) {
-                    Some(next) => {
-                        idle_check = Some(next);
-                        continue;
+            () = timer.as_mut(), if !closing => {
+                let now = Instant::now();
+                if too_old.is_some_and(|at| at <= now) {
+                    Close::MaxAge
+                } else {
+                    let idle = timeouts.idle.unwrap_or(Duration::MAX);
+                    match control.idle_until(idle, now) {
+                        Some(again) => {
+                            timer.as_mut().reset(nearest(too_old, Some(again), now));
+                            continue;
+                        }
+                        None => Close::Idle,
                     }
-                    None => Close::Idle,
                 }
             }
             () = info.close_requested(), if !closing => Close::Requested,
             // Revoked, and the grace period is over.
-            () = info.cut_requested() => {
-                let _ = tell.send(Directive::Abort).await;
-                return;
-            }
+            () = info.cut_requested() => return control.tell(Directive::Abort),
         };
-        let give_up = match why {
-            Close::Shutdown => None,
-            _ => Some(later(Instant::now(), timeouts.graceful_close)),
-        };
-        if tell.send(Directive::Close { why, give_up }).await.is_err() {
-            return;
+        if !matches!(why, Close::Shutdown) {
+            control.give_up_at(later(Instant::now(), timeouts.graceful_close));
         }
+        control.tell(Directive::Close(why));
         closing = true;
+    }
+}
+
+/// Aborts a task when dropped: the watcher ends with its connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// Why a connection is closed gracefully.
 #[derive(Clone, Copy, Debug)]
+#[repr(u8)]
 enum Close {
-    Shutdown,
-    MaxAge,
-    Idle,
-    Requested,
+    Shutdown = 0,
+    MaxAge = 1,
+    Idle = 2,
+    Requested = 3,
 }
 
 impl Close {
+    fn from_code(code: u8) -> Close {
+        match code {
+            1 => Close::MaxAge,
+            2 => Close::Idle,
+            3 => Close::Requested,
+            _ => Close::Shutdown,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Close::Shutdown => "server shutting down",
@@ -636,26 +726,45 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// `start + after`, or a time too far away to matter when that overflows.
 fn later(start: Instant, after: Duration) -> Instant {
-    start
-        .checked_add(after)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+    start.checked_add(after).unwrap_or_else(|| far(start))
 }
 
-/// The requests in flight on one connection, and when the last one ended: what the idle
-/// timeout looks at, without a timer per request.
-struct Activity {
+/// A time too far after `start` to matter.
+fn far(start: Instant) -> Instant {
+    start + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// What one connection's task and its watcher share: the requests in flight and when the last
+/// one ended (what the idle timeout looks at, without a timer per request), and the watcher's
+/// latest [`Directive`] with the waker of the connection's task.
+struct Control {
     opened: Instant,
     in_flight: AtomicUsize,
     // Nanoseconds after `opened` at which the last request ended.
     last_end: AtomicU64,
+    // `NONE`, `ABORT`, or `CLOSE + Close as u8`; an abort is never overwritten.
+    directive: AtomicU8,
+    // Nanoseconds after `opened` at which to drop a closing connection; `u64::MAX`: none.
+    give_up: AtomicU64,
+    // Set when `directive` changed and the connection's task has not read it yet.
+    news: AtomicBool,
+    waker: AtomicWaker,
 }
 
-impl Activity {
+const NONE: u8 = 0;
+const ABORT: u8 = 1;
+const CLOSE: u8 = 2;
+
+impl Control {
     fn new(opened: Instant) -> Self {
-        Activity {
+        Control {
             opened,
             in_flight: AtomicUsize::new(0),
             last_end: AtomicU64::new(0),
+            directive: AtomicU8::new(NONE),
+            give_up: AtomicU64::new(u64::MAX),
+            news: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -674,26 +783,67 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
-}
 
-/// One request in flight, from its header to the end of its response body.
-struct InFlight(Arc<Activity>);
+    /// The watcher's side: records `directive` and wakes the connection's task.
+    fn tell(&self, directive: Directive) {
+        let code = match directive {
+            Directive::Abort => ABORT,
+            Directive::Close(why) => CLOSE + why as u8,
+        };
+        let _ = self
+            .directive
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != ABORT).then_some(code)
+            });
+        self.news.store(true, Ordering::Release);
+        self.waker.wake();
+    }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let activity = &self.0;
-        let since = Instant::now().saturating_duration_since(activity.opened);
-        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
-        activity.last_end.fetch_max(nanos, Ordering::AcqRel);
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    /// Drop a closing connection at `at` at the latest.
+    fn give_up_at(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.opened).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX - 1);
+        self.give_up.fetch_min(nanos, Ordering::AcqRel);
+    }
+
+    fn give_up(&self) -> Option<Instant> {
+        let nanos = self.give_up.load(Ordering::Acquire);
+        (nanos != u64::MAX).then(|| self.opened + Duration::from_nanos(nanos))
+    }
+
+    /// The connection's side: the next directive the watcher gives.
+    fn next_directive(&self) -> impl Future<Output = Directive> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if !self.news.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            Poll::Ready(match self.directive.load(Ordering::Acquire) {
+                ABORT => Directive::Abort,
+                code => Directive::Close(Close::from_code(code.saturating_sub(CLOSE))),
+            })
+        })
     }
 }
 
-/// Counts the requests of one connection in flight (see [`Activity`]).
+/// One request in flight, from its header to the end of its response body.
+struct InFlight(Arc<Control>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let control = &self.0;
+        let since = Instant::now().saturating_duration_since(control.opened);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        control.last_end.fetch_max(nanos, Ordering::AcqRel);
+        control.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts the requests of one connection in flight (see [`Control`]).
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    activity: Arc<Activity>,
+    control: Arc<Control>,
     // The connection, when it has trusted proxies configured and is not one.
     untrusted: Option<ConnectionInfo>,
 }
@@ -720,7 +870,7 @@ where
             remove_forwarded(connection, req.headers_mut(), &method, &path);
         }
         TrackedFuture {
-            in_flight: Some(self.activity.begin()),
+            in_flight: Some(self.control.begin()),
             inner: self.inner.call(req),
         }
     }

@@ -22,6 +22,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio_rustls::TlsConnector;
+use tower_mtls::tls::MtlsConfigBuilder;
 use tower_mtls::{AuthContext, ConnectionInfo, Decision, MtlsAcceptor, MtlsConfig};
 use tower_service::Service;
 
@@ -57,12 +58,15 @@ impl Pki {
     }
 
     pub fn config(&self) -> MtlsConfig {
+        self.builder().build().expect("server config")
+    }
+
+    /// The server configuration, to change before building.
+    pub fn builder(&self) -> MtlsConfigBuilder {
         MtlsConfig::builder()
             .server_cert_pem(self.server.chain_pem())
             .server_key_pem(self.server.key_pem.clone())
             .client_ca_pem(self.root.pem())
-            .build()
-            .expect("server config")
     }
 
     /// A client presenting the client identity, offering `alpn`. Without `resume`, every

@@ -43,8 +43,12 @@ struct Inner {
     issuer: DistinguishedName,
     subject_alt_names: Vec<SubjectAltName>,
     spiffe_id: Option<SpiffeId>,
-    serial: String,
-    fingerprint_sha256: [u8; 32],
+    /// Rendered on first use; `raw_serial` is where the serial's bytes are in the leaf's DER.
+    serial: OnceLock<String>,
+    raw_serial: std::ops::Range<usize>,
+    /// Hashed on first use: most connections never need it, and hashing the leaf is a good
+    /// part of building a principal.
+    fingerprint_sha256: OnceLock<[u8; 32]>,
     /// Hashed on first use (only key pins need it); `spki` is where it is in the leaf's DER.
     spki_sha256: OnceLock<[u8; 32]>,
     spki: std::ops::Range<usize>,
@@ -196,16 +200,9 @@ impl Principal {
         }
 
         let spiffe_id = spiffe_id_of(&subject_alt_names);
-        // x509-parser hands out sub-slices of its input: locate the SPKI in the leaf.
-        let spki_start = (tbs.subject_pki.raw.as_ptr() as usize)
-            .checked_sub(leaf.as_ref().as_ptr() as usize)
-            .ok_or_else(|| PrincipalError::Malformed("SPKI outside the certificate".into()))?;
-        let spki = spki_start..spki_start.saturating_add(tbs.subject_pki.raw.len());
-        if leaf.as_ref().get(spki.clone()) != Some(tbs.subject_pki.raw) {
-            return Err(PrincipalError::Malformed(
-                "SPKI outside the certificate".into(),
-            ));
-        }
+        // x509-parser hands out sub-slices of its input: locate the SPKI and the serial in the leaf.
+        let spki = range_in(leaf.as_ref(), tbs.subject_pki.raw, "SPKI")?;
+        let raw_serial = range_in(leaf.as_ref(), tbs.raw_serial(), "serial number")?;
         let mut der = Vec::with_capacity(chain.iter().map(|c| c.len()).sum());
         let mut ends = Vec::with_capacity(chain.len());
         for cert in chain {
@@ -218,8 +215,9 @@ impl Principal {
                 issuer: DistinguishedName::from_x509(tbs.issuer()),
                 subject_alt_names,
                 spiffe_id,
-                serial: serial_hex(tbs.raw_serial()),
-                fingerprint_sha256: Sha256::digest(leaf.as_ref()).into(),
+                serial: OnceLock::new(),
+                raw_serial,
+                fingerprint_sha256: OnceLock::new(),
                 spki_sha256: OnceLock::new(),
                 spki,
                 not_before: system_time(tbs.validity().not_before),
@@ -324,17 +322,23 @@ impl Principal {
 
     /// The serial number, lowercase hex without leading zero bytes (`"0"` for zero).
     pub fn serial(&self) -> &str {
-        &self.inner.serial
+        self.inner.serial.get_or_init(|| {
+            // The range was checked against the leaf when the principal was built.
+            let raw = self.inner.der.get(self.inner.raw_serial.clone());
+            serial_hex(raw.unwrap_or_default())
+        })
     }
 
-    /// SHA-256 of the leaf certificate's DER.
+    /// SHA-256 of the leaf certificate's DER (computed on first use, then kept).
     pub fn fingerprint_sha256(&self) -> &[u8; 32] {
-        &self.inner.fingerprint_sha256
+        self.inner
+            .fingerprint_sha256
+            .get_or_init(|| Sha256::digest(self.leaf_der().as_ref()).into())
     }
 
     /// [`fingerprint_sha256`](Self::fingerprint_sha256) as lowercase hex.
     pub fn fingerprint_sha256_hex(&self) -> String {
-        hex::encode(self.inner.fingerprint_sha256)
+        hex::encode(self.fingerprint_sha256())
     }
 
     /// SHA-256 of the leaf's SubjectPublicKeyInfo, the value to pin a key by (it survives
@@ -421,7 +425,7 @@ impl fmt::Debug for Principal {
             .field("issuer", &self.inner.issuer.as_rfc4514())
             .field("spiffe_id", &self.inner.spiffe_id)
             .field("subject_alt_names", &self.inner.subject_alt_names)
-            .field("serial", &self.inner.serial)
+            .field("serial", &self.serial())
             .field("trust_bundle", &self.inner.trust_bundle)
             .field(
                 "forwarded_by",
@@ -518,6 +522,23 @@ fn spiffe_id_of(sans: &[SubjectAltName]) -> Option<SpiffeId> {
         return None;
     }
     SpiffeId::parse(uri).ok()
+}
+
+/// Where `part` (a sub-slice x509-parser handed out) lies in `leaf`.
+fn range_in(
+    leaf: &[u8],
+    part: &[u8],
+    what: &str,
+) -> Result<std::ops::Range<usize>, PrincipalError> {
+    let outside = || PrincipalError::Malformed(format!("{what} outside the certificate"));
+    let start = (part.as_ptr() as usize)
+        .checked_sub(leaf.as_ptr() as usize)
+        .ok_or_else(outside)?;
+    let range = start..start.saturating_add(part.len());
+    if leaf.get(range.clone()) != Some(part) {
+        return Err(outside());
+    }
+    Ok(range)
 }
 
 fn serial_hex(raw: &[u8]) -> String {

@@ -84,10 +84,15 @@ impl AcceptLoop {
             let handoff = handoff_for();
             tokio::spawn(async move {
                 let local = fixed_local.or_else(|| tcp.local_addr().ok());
-                let result = acceptor.accept_leased(tcp, peer, local, Some(lease)).await;
-                if let Ok(accepted) = result {
-                    handoff.deliver(accepted).await;
-                }
+                // Both halves boxed: the task's own future stays a few words, the handshake's
+                // state is freed once it is over instead of staying in the task as long as the
+                // connection, and neither is copied about when the task is spawned or polled.
+                let handshake = Box::pin(acceptor.accept_leased(tcp, peer, local, Some(lease)));
+                let accepted = match handshake.await {
+                    Ok(accepted) => accepted,
+                    Err(_) => return,
+                };
+                Box::pin(handoff.deliver(accepted)).await;
             });
         }
     }
