@@ -136,6 +136,15 @@ pub enum ConfigError {
         /// The other bundle.
         second: String,
     },
+    /// A [`Resumption`](crate::tls::Resumption) setting that cannot be honoured, e.g.
+    /// `Resumption::cache(0)` (use `Resumption::off()` instead).
+    #[error("invalid session resumption setting: {0}")]
+    Resumption(String),
+    /// Session ticket keys cannot be made as asked: a rotation period of
+    /// [`Resumption::tickets`](crate::tls::Resumption::tickets) that is 0, not whole seconds
+    /// or over 6 hours, or the crypto provider's ticketer failed.
+    #[error("session ticket keys: {0}")]
+    TicketKeys(String),
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
