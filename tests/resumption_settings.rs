@@ -447,6 +447,12 @@ fn settings_that_cannot_be_honoured_fail_the_build() {
     assert!(matches!(e, ConfigError::Resumption(_)), "{e:?}");
     assert!(e.to_string().contains("Resumption::off()"), "{e}");
 
+    for huge in [1_000_001, usize::MAX] {
+        let e = build_error(Resumption::cache(huge));
+        assert!(matches!(e, ConfigError::Resumption(_)), "{e:?}");
+        assert!(e.to_string().contains("over the limit"), "{e}");
+    }
+
     let e = build_error(Resumption::tickets(Duration::ZERO));
     assert!(matches!(e, ConfigError::TicketKeys(_)), "{e:?}");
     assert!(e.to_string().contains("at least 1 second"), "{e}");
@@ -471,6 +477,7 @@ fn the_limits_themselves_are_accepted() {
     let setup = Setup::new();
     for ok in [
         Resumption::cache(1),
+        Resumption::cache(1_000_000),
         Resumption::tickets(Duration::from_secs(1)),
         Resumption::tickets(Duration::from_secs(6 * 3600)),
         Resumption::off(),

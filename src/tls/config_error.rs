@@ -137,7 +137,8 @@ pub enum ConfigError {
         second: String,
     },
     /// A [`Resumption`](crate::tls::Resumption) setting that cannot be honoured, e.g.
-    /// `Resumption::cache(0)` (use `Resumption::off()` instead).
+    /// `Resumption::cache(0)` (use `Resumption::off()` instead) or a cache of more than
+    /// 1,000,000 sessions.
     #[error("invalid session resumption setting: {0}")]
     Resumption(String),
     /// Session ticket keys cannot be made as asked: a rotation period of

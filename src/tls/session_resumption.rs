@@ -16,6 +16,10 @@ use crate::tls::provider::ticketer;
 
 /// Sessions the default cache holds (rustls's default).
 const DEFAULT_CACHE_SESSIONS: usize = 256;
+/// The largest cache [`Resumption::cache`] accepts: rustls reserves the cache's table for every
+/// session up front (on the order of 100 bytes a session), and a size beyond what memory holds
+/// would make that allocation fail (a panic or an abort, not an error).
+const MAX_CACHE_SESSIONS: usize = 1_000_000;
 /// TLS 1.3 tickets a full handshake issues by default (rustls's default).
 const DEFAULT_TLS13_TICKETS: usize = 2;
 /// The longest ticket key rotation period that can be honoured: the providers' ticketers
@@ -115,8 +119,12 @@ impl Resumption {
     /// is 256). TLS 1.2 clients resume by session ID; TLS 1.3 tickets are only a name for a
     /// cached session. nginx: `ssl_session_cache shared:SSL:…; ssl_session_tickets off;`.
     ///
+    /// rustls reserves the table for `sessions` entries when the configuration is built (on the
+    /// order of 100 bytes each); the sessions themselves take their memory as they come.
+    ///
     /// `cache(0)` is refused by [`build`](crate::tls::MtlsConfigBuilder::build)
-    /// ([`ConfigError::Resumption`]): use [`off`](Self::off) to turn resumption off.
+    /// ([`ConfigError::Resumption`]): use [`off`](Self::off) to turn resumption off. So is a
+    /// cache of more than 1,000,000 sessions.
     pub fn cache(sessions: usize) -> Self {
         Resumption {
             mode: Mode::Cache(sessions),
@@ -169,6 +177,12 @@ impl Resumption {
                          Resumption::off() to turn session resumption off"
                             .into(),
                     ));
+                }
+                Mode::Cache(sessions) if sessions > MAX_CACHE_SESSIONS => {
+                    return Err(ConfigError::Resumption(format!(
+                        "a session cache of {sessions} sessions is over the limit of \
+                         {MAX_CACHE_SESSIONS} (rustls reserves room for every session up front)"
+                    )));
                 }
                 Mode::Cache(sessions) => {
                     (ServerSessionMemoryCache::new(sessions), Arc::new(NoTickets))
