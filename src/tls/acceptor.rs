@@ -25,6 +25,7 @@ use crate::tls::config_error::ConfigError;
 use crate::tls::handshake_error::AcceptError;
 use crate::tls::open_connections::OpenConnections;
 use crate::tls::resumption::{Registry, ResumedCheck, TAG_LEN, chain_valid_at};
+use crate::tls::session_resumption;
 use crate::tls::stats::{HandshakeCounters, HandshakeStats};
 use crate::tls::trust::{Snapshot, TrustState};
 
@@ -117,7 +118,8 @@ impl std::fmt::Debug for MtlsAcceptor {
 
 impl MtlsAcceptor {
     /// An acceptor for a configuration built by [`MtlsConfig::builder`]. Session resumption
-    /// stays on, and every resumed session's chain is verified again.
+    /// is as the configuration's [`Resumption`](crate::tls::Resumption) says (by default a
+    /// session cache), and every resumed session's chain is verified again.
     pub fn new(config: MtlsConfig) -> Self {
         Self::with_snapshot(Snapshot::from_config(config))
     }
@@ -126,12 +128,12 @@ impl MtlsAcceptor {
     /// who gets in. Because the acceptor cannot re-verify a resumed session's chain without
     /// that verifier, **session resumption is switched off** in the copy of `config` it uses
     /// (rustls would otherwise restore a revoked certificate's identity without checking it),
-    /// and open connections are re-checked for expiry only.
+    /// and open connections are re-checked for expiry only. A later
+    /// [`reload`](Self::reload) with an [`MtlsConfig`] brings this crate's verifier and that
+    /// configuration's [`Resumption`](crate::tls::Resumption) setting.
     pub fn from_server_config(config: Arc<ServerConfig>) -> Self {
         let mut config = (*config).clone();
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        config.ticketer = Arc::new(NoTickets);
+        session_resumption::disable(&mut config);
         Self::with_snapshot(Snapshot::without_verifier(Arc::new(config)))
     }
 
@@ -243,8 +245,10 @@ impl MtlsAcceptor {
 
     /// Replaces the configuration for every new handshake, atomically. Open connections keep
     /// their TLS session; their next request is re-checked against the new trust anchors and
-    /// CRLs. The session cache is carried over, and resumed sessions are re-verified against
-    /// the new configuration, so a certificate revoked by the reload cannot resume.
+    /// CRLs. The session cache (or the ticket keys) is carried over when `config` has the same
+    /// [`Resumption`](crate::tls::Resumption) mode as the configuration in force (else the new
+    /// mode starts afresh), and resumed sessions are re-verified against the new
+    /// configuration, so a certificate revoked by the reload cannot resume.
     pub fn reload(&self, config: MtlsConfig) {
         self.reload_as(config, ReloadSource::Manual);
     }
@@ -523,22 +527,4 @@ fn deadline(start: Instant, timeout: Duration) -> Instant {
     start
         .checked_add(timeout)
         .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-#[derive(Debug)]
-struct NoTickets;
-
-impl rustls::server::ProducesTickets for NoTickets {
-    fn enabled(&self) -> bool {
-        false
-    }
-    fn lifetime(&self) -> u32 {
-        0
-    }
-    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
 }

@@ -19,6 +19,7 @@ use crate::tls::pem::{
 };
 use crate::tls::provider::crypto_provider;
 use crate::tls::resumption::ResumedCheck;
+use crate::tls::session_resumption::Resumption;
 use crate::tls::verifier::BundleVerifier;
 
 /// Whether clients must present a certificate.
@@ -99,6 +100,7 @@ pub struct MtlsConfigBuilder {
     enforce_crl_expiry: bool,
     alpn: Option<Vec<Vec<u8>>>,
     expiry_warnings: ExpiryWarnings,
+    resumption: Resumption,
 }
 
 /// Default window of [`MtlsConfigBuilder::expiry_warnings`] for certificates: 14 days.
@@ -132,6 +134,9 @@ pub struct MtlsConfig {
     dyn_verifier: Arc<dyn ClientCertVerifier>,
     pub(crate) client_auth: ClientAuth,
     pub(crate) resumed_check: ResumedCheck,
+    // What `server_config`'s session storage and ticketer were made from, so that a reload can
+    // tell whether to keep the ones in use.
+    pub(crate) resumption: Resumption,
     // After this, the acceptor refuses new handshakes rather than present an expired
     // certificate (a rotation that never came, or expired files).
     pub(crate) server_not_after: Option<SystemTime>,
@@ -402,6 +407,30 @@ impl MtlsConfigBuilder {
         self
     }
 
+    /// Session resumption: [`Resumption::off`], a session cache ([`Resumption::cache`], the
+    /// default: 256 sessions) or stateless tickets ([`Resumption::tickets`]), and how many TLS
+    /// 1.3 tickets a full handshake issues. Resumed chains are verified again in every mode.
+    /// A setting that cannot be honoured makes [`build`](Self::build) fail
+    /// ([`ConfigError::Resumption`], [`ConfigError::TicketKeys`]).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tower_mtls::MtlsConfig;
+    /// use tower_mtls::tls::Resumption;
+    ///
+    /// let config = MtlsConfig::builder()
+    ///     .server_cert_pem_file("server.pem")
+    ///     .server_key_pem_file("server-key.pem")
+    ///     .client_ca_pem_file("clients-ca.pem")
+    ///     .resumption(Resumption::tickets(Duration::from_secs(3600)))
+    ///     .build()?;
+    /// # Ok::<(), tower_mtls::ConfigError>(())
+    /// ```
+    pub fn resumption(mut self, r: Resumption) -> Self {
+        self.resumption = r;
+        self
+    }
+
     /// ALPN protocols to offer, most preferred first (default `h2`, `http/1.1`).
     pub fn alpn_protocols(mut self, protocols: Vec<Vec<u8>>) -> Self {
         self.alpn = Some(protocols);
@@ -532,6 +561,7 @@ impl MtlsConfigBuilder {
             .alpn
             .clone()
             .unwrap_or_else(|| vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        self.resumption.apply(&mut config)?;
 
         Ok(MtlsConfig {
             server_config: Arc::new(config),
@@ -539,6 +569,7 @@ impl MtlsConfigBuilder {
             dyn_verifier,
             client_auth: self.client_auth,
             resumed_check,
+            resumption: self.resumption.clone(),
             server_not_after,
         })
     }

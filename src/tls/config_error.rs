@@ -136,6 +136,16 @@ pub enum ConfigError {
         /// The other bundle.
         second: String,
     },
+    /// A [`Resumption`](crate::tls::Resumption) setting that cannot be honoured, e.g.
+    /// `Resumption::cache(0)` (use `Resumption::off()` instead) or a cache of more than
+    /// 1,000,000 sessions.
+    #[error("invalid session resumption setting: {0}")]
+    Resumption(String),
+    /// Session ticket keys cannot be made as asked: a rotation period of
+    /// [`Resumption::tickets`](crate::tls::Resumption::tickets) that is 0, not whole seconds
+    /// or over 6 hours, or the crypto provider's ticketer failed.
+    #[error("session ticket keys: {0}")]
+    TicketKeys(String),
     /// rustls refused the configuration.
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),

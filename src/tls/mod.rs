@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tower_mtls::tls::{ClientAuth, RevocationScope, TlsVersions};
+//! use tower_mtls::tls::{ClientAuth, Resumption, RevocationScope, TlsVersions};
 //! use tower_mtls::{MtlsAcceptor, MtlsConfig, MtlsListener};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,6 +18,7 @@
 //!     .client_auth(ClientAuth::Required)              // the default
 //!     .tls_versions(TlsVersions::Tls13Only)
 //!     .revocation_scope(RevocationScope::FullChain)   // the default
+//!     .resumption(Resumption::cache(1024))            // default: 256 sessions
 //!     .build()?;
 //! let acceptor = MtlsAcceptor::new(config)
 //!     .client_hello_timeout(Duration::from_secs(2))
@@ -35,7 +36,8 @@
 //! client trust bundles (client CA bundles, SPIFFE trust domains) and says which one verified a
 //! chain, `svid` the X509-SVID rules, `verifier` the rustls verifier over them; `trust` holds the
 //! reloadable trust snapshot that both the acceptor and open connections verify against;
-//! `resumption` decides when a resumed session needs its chain verified again;
+//! `session_resumption` holds the [`Resumption`] setting (off, a session cache, stateless
+//! tickets), `resumption` decides when a resumed session needs its chain verified again;
 //! `accept_loop` runs every handshake in its own task for the listener, after `admission`
 //! let it in (caps per address and overall, shedding the oldest handshakes).
 
@@ -51,6 +53,7 @@ pub(crate) mod open_connections;
 pub(crate) mod pem;
 pub(crate) mod provider;
 pub(crate) mod resumption;
+pub(crate) mod session_resumption;
 pub(crate) mod stats;
 pub(crate) mod stream;
 pub(crate) mod svid;
@@ -74,6 +77,7 @@ pub use listener::{
     DEFAULT_MAX_HANDSHAKES_IN_FLIGHT_PER_IP, MtlsListenerBuilder,
 };
 pub use provider::crypto_provider;
+pub use session_resumption::Resumption;
 pub use stats::HandshakeStats;
 pub use stream::MtlsStream;
 pub use watch::ReloadWatcher;

@@ -19,6 +19,7 @@ use crate::identity::trust_bundle::TrustBundle;
 use crate::metrics;
 use crate::tls::config::MtlsConfig;
 use crate::tls::resumption::ResumedCheck;
+use crate::tls::session_resumption::Resumption;
 use crate::tls::verifier::BundleVerifier;
 
 /// The trust configuration in force, replaceable atomically.
@@ -41,6 +42,9 @@ pub(crate) struct Snapshot {
     verifier: Option<Arc<BundleVerifier>>,
     pub(crate) generation: u64,
     pub(crate) resumed_check: ResumedCheck,
+    // What the session storage and ticketer of `server_config` were made from; `None` for a
+    // rustls configuration built elsewhere (resumption forced off).
+    resumption: Option<Resumption>,
     // The server leaf's notAfter (unknown for rustls configurations built elsewhere).
     server_not_after: Option<SystemTime>,
 }
@@ -54,6 +58,7 @@ impl Snapshot {
             verifier: Some(config.verifier),
             generation: 0,
             resumed_check: config.resumed_check,
+            resumption: Some(config.resumption),
             server_not_after: config.server_not_after,
         }
     }
@@ -66,6 +71,7 @@ impl Snapshot {
             verifier: None,
             generation: 0,
             resumed_check: ResumedCheck::Full,
+            resumption: None,
             server_not_after: None,
         }
     }
@@ -138,9 +144,12 @@ impl TrustState {
         self.current.load_full()
     }
 
-    /// Puts `config` in force as the next generation and returns that generation. The session
-    /// cache and the ticket keys carry over: resumed sessions are re-verified against the new
-    /// snapshot, so a certificate revoked by the reload cannot resume.
+    /// Puts `config` in force as the next generation and returns that generation. When its
+    /// [`Resumption`] keeps sessions the same way as the configuration in force (same mode,
+    /// same size or period), the session cache and the ticket keys carry over: resumed
+    /// sessions are re-verified against the new snapshot, so a certificate revoked by the
+    /// reload cannot resume. Otherwise the new configuration's own (empty cache, fresh keys)
+    /// are used. The TLS 1.3 ticket count is always the new one.
     pub(crate) fn replace(&self, config: MtlsConfig) -> u64 {
         let _turn = self
             .reload_lock
@@ -148,8 +157,14 @@ impl TrustState {
             .unwrap_or_else(PoisonError::into_inner);
         let old = self.current.load();
         let mut server_config = (*config.server_config).clone();
-        server_config.session_storage = old.server_config.session_storage.clone();
-        server_config.ticketer = old.server_config.ticketer.clone();
+        let keep = old
+            .resumption
+            .as_ref()
+            .is_some_and(|in_force| in_force.same_storage(&config.resumption));
+        if keep {
+            server_config.session_storage = old.server_config.session_storage.clone();
+            server_config.ticketer = old.server_config.ticketer.clone();
+        }
         let server_config = Arc::new(server_config);
         let generation = old.generation + 1;
         metrics::server_cert_expiry(config.server_not_after);
@@ -159,6 +174,7 @@ impl TrustState {
             verifier: Some(config.verifier),
             generation,
             resumed_check: config.resumed_check,
+            resumption: Some(config.resumption),
             server_not_after: config.server_not_after,
         }));
         self.generation.store(generation, Ordering::Release);
