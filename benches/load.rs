@@ -206,6 +206,14 @@ fn main() {
         cpu_model()
     );
     let pki = Pki::p256();
+    if options.handshake {
+        // One pair of servers at a time: the server CPU is read off the one server thread.
+        let off = Servers::start(resumption_config(&pki, false));
+        let rt = current_thread_runtime();
+        rt.block_on(handshakes(&off, &pki, "resumption off", false, &options));
+        drop(rt);
+        off.stop();
+    }
     if options.keepalive || options.handshake {
         let servers = Servers::start(pki.config());
         let rt = current_thread_runtime();
@@ -215,9 +223,6 @@ fn main() {
             }
         }
         if options.handshake {
-            let off = Servers::start(resumption_config(&pki, false));
-            rt.block_on(handshakes(&off, &pki, "resumption off", false, &options));
-            off.stop();
             for resume in [false, true] {
                 let label = "resumption on (defaults)";
                 rt.block_on(handshakes(&servers, &pki, label, resume, &options));
@@ -825,7 +830,7 @@ fn memory(pki: &Pki, options: &Options) {
                 after,
                 (after as f64 - before as f64) / conns as f64
             );
-            child.stop();
+            child.finish();
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -869,9 +874,20 @@ struct ChildServer {
 }
 
 impl ChildServer {
+    /// The server child of `stack`; under the command in `LOAD_MEMORY_WRAPPER` if set (say
+    /// `valgrind --tool=dhat`, to see what the idle connections hold).
     fn spawn(stack: Stack, dir: &std::path::Path) -> ChildServer {
         let exe = std::env::current_exe().expect("current exe");
-        let mut command = Command::new(exe);
+        let wrapper = std::env::var("LOAD_MEMORY_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command.arg("--memory-server").arg(stack.arg()).arg(dir);
         Self::start(command)
     }
@@ -900,11 +916,6 @@ impl ChildServer {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     /// Closes the child's stdin, which ends it normally (callgrind writes its counts then).
@@ -990,6 +1001,16 @@ impl Op {
         }
     }
 
+    fn slug(self) -> &'static str {
+        match self {
+            Op::FullOff => "full-off",
+            Op::FullOn => "full-on",
+            Op::Resumed => "resumed",
+            Op::KeepAlive(Proto::H1) => "keepalive-h1",
+            Op::KeepAlive(Proto::H2) => "keepalive-h2",
+        }
+    }
+
     /// Operations in the short and the long run.
     fn counts(self) -> (u64, u64) {
         match self {
@@ -1005,7 +1026,11 @@ fn callgrind(pki: &Pki) {
         println!("\n== callgrind: valgrind not found, skipped");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("tower-mtls-callgrind-{}", std::process::id()));
+    // `LOAD_CALLGRIND_DIR`: keep the callgrind outputs there, for `callgrind_annotate`.
+    let keep = std::env::var_os("LOAD_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tower-mtls-callgrind-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("server.pem"), pki.server.chain_pem()).expect("write");
     std::fs::write(dir.join("server.key"), &pki.server.key_pem).expect("write");
@@ -1032,13 +1057,15 @@ fn callgrind(pki: &Pki) {
         });
         println!("{:<36} {:>14.0} {:>14.0} {:>8.3}", op.name(), a, b, b / a);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 /// Instructions the server child of `stack` executed in all, start-up included, for `count`
 /// operations `op`.
 async fn instructions(pki: &Pki, dir: &std::path::Path, stack: Stack, op: Op, count: u64) -> u64 {
-    let out = dir.join(format!("{}-{count}.callgrind", stack.arg()));
+    let out = dir.join(format!("{}-{}-{count}.callgrind", stack.arg(), op.slug()));
     let mut command = Command::new("valgrind");
     command
         .arg("--tool=callgrind")

@@ -260,6 +260,7 @@ where
     // Never shut down: the sender lives as long as the connection.
     let (_serving, phase) = watch::channel(Phase::Serving);
     let service = AddExtension::new(service, info.clone());
+    let stream = Box::new(stream);
     serve_one(
         &timeouts.builders(),
         &timeouts,
@@ -463,13 +464,27 @@ struct Serving<M> {
 }
 
 impl<M> Serving<M> {
-    async fn serve<S, B>(self, phase: watch::Receiver<Phase>, (stream, info): Accepted)
+    /// The future that serves one connection. Not an `async fn`: the TLS stream (rustls's
+    /// connection state, over a kilobyte) is boxed before any future holds it, so that it is
+    /// stored once, in the box, rather than once in every nested future's saved arguments for
+    /// as long as the connection lives.
+    fn serve<S, B>(
+        self,
+        phase: watch::Receiver<Phase>,
+        (stream, info): Accepted,
+    ) -> impl Future<Output = ()> + Send + use<M, S, B>
     where
         M: Fn(&ConnectionInfo) -> S,
         S: HttpService<B>,
         B: HttpBody,
     {
-        let service = (self.per_connection)(&info);
+        let Serving {
+            builders,
+            timeouts,
+            per_connection,
+        } = self;
+        let stream = Box::new(stream);
+        let service = per_connection(&info);
         let peer = info.peer_addr();
         // Everything logged while this connection is served — the handlers' events included —
         // is attributed to its peer and principal.
@@ -478,11 +493,13 @@ impl<M> Serving<M> {
             peer = %peer,
             principal = info.principal_unchecked().map(|p| tracing::field::display(Escaped(p))),
         );
-        let served = serve_one(&self.builders, &self.timeouts, service, stream, info, phase)
-            .instrument(span)
-            .await;
-        if let Err(err) = served {
-            tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+        async move {
+            let served = serve_one(&builders, &timeouts, service, stream, info, phase)
+                .instrument(span)
+                .await;
+            if let Err(err) = served {
+                tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+            }
         }
     }
 }
@@ -497,7 +514,7 @@ async fn serve_one<IO, S, B>(
     builders: &Builders,
     timeouts: &HttpTimeouts,
     service: S,
-    stream: TlsStream<IO>,
+    stream: Box<TlsStream<IO>>,
     info: ConnectionInfo,
     phase: watch::Receiver<Phase>,
 ) -> Result<(), BoxError>

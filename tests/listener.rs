@@ -237,3 +237,45 @@ async fn serve_keeps_serving_a_listener_already_accepted_from() {
     let reply = client::get_once(addr, config, "/").await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// Connections presenting the same chain share one parsed principal while one of them is
+/// open; another client, or the same certificate from another bundle's acceptor, does not.
+#[tokio::test]
+async fn connections_with_the_same_chain_share_one_principal() {
+    common::init_tracing();
+    let setup = Setup::new();
+    let alice = setup.ca.client("alice", &["admins"]);
+    let bob = setup.ca.client("bob", &[]);
+    let acceptor = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let mut listener = MtlsListener::bind("127.0.0.1:0", acceptor).await.unwrap();
+    let addr = listener.local_addr();
+    let mut open = Vec::new();
+    for id in [&alice, &alice, &bob] {
+        let client = tokio::spawn(client::connect(addr, setup.client(Some(id))));
+        let (tls, info) = listener.accept().await.expect("connection");
+        open.push((client.await.unwrap().unwrap(), tls, info));
+    }
+    let principal = |i: usize| open[i].2.principal_unchecked().unwrap().clone();
+    assert!(tower_mtls::Principal::ptr_eq(&principal(0), &principal(1)));
+    assert!(!tower_mtls::Principal::ptr_eq(&principal(0), &principal(2)));
+    assert_eq!(principal(1).common_name(), Some("alice"));
+    assert_eq!(principal(2).common_name(), Some("bob"));
+    // Each connection still has its own facts.
+    assert_ne!(open[0].2.peer_addr(), open[1].2.peer_addr());
+
+    // Another acceptor (say, another listener) parses its own.
+    let other = MtlsAcceptor::new(setup.builder().build().unwrap());
+    let mut other = MtlsListener::bind("127.0.0.1:0", other).await.unwrap();
+    let client = tokio::spawn(client::connect(
+        other.local_addr(),
+        setup.client(Some(&alice)),
+    ));
+    let (_tls, info) = other.accept().await.expect("connection");
+    client.await.unwrap().unwrap();
+    let theirs = info.principal_unchecked().unwrap();
+    assert!(!tower_mtls::Principal::ptr_eq(theirs, &principal(0)));
+    assert_eq!(
+        theirs.fingerprint_sha256(),
+        principal(0).fingerprint_sha256()
+    );
+}

@@ -17,6 +17,7 @@ use crate::forwarded::proxies::TrustedProxies;
 use crate::forwarded::resolve::Forwarding;
 use crate::identity::principal::{Principal, PrincipalError};
 use crate::identity::roles::{RoleMapper, Roles};
+use crate::identity::shared_principals::SharedPrincipals;
 use crate::identity::trust_bundle::TrustBundle;
 use crate::tls::admission::Lease;
 use crate::tls::trust::TrustState;
@@ -130,10 +131,12 @@ pub(crate) fn peer_chain(conn: &ServerConnection) -> Option<&[CertificateDer<'st
 
 /// How the acceptor turns a verified principal into what requests see: roles, and whether
 /// the connection is a trusted proxy.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct Identification<'a> {
     pub(crate) role_mapper: Option<&'a Arc<dyn RoleMapper>>,
     pub(crate) proxies: Option<&'a Arc<TrustedProxies>>,
+    // The principals of the acceptor's other open connections, to share.
+    pub(crate) principals: &'a SharedPrincipals,
 }
 
 impl ConnectionInfo {
@@ -150,7 +153,7 @@ impl ConnectionInfo {
         lease: Option<Lease>,
     ) -> Result<Self, PrincipalError> {
         let principal = peer_chain(conn)
-            .map(|chain| Principal::from_chain_verified_by(chain, trust_bundle))
+            .map(|chain| identification.principals.get_or_parse(chain, trust_bundle))
             .transpose()?;
         let roles = match (&principal, identification.role_mapper) {
             (Some(p), Some(mapper)) => mapper.roles(p),

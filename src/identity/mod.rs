@@ -23,6 +23,7 @@ pub(crate) mod lookup;
 pub(crate) mod name;
 pub(crate) mod principal;
 pub(crate) mod roles;
+pub(crate) mod shared_principals;
 pub(crate) mod spiffe_id;
 pub(crate) mod trust_bundle;
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::CertificateDer;
@@ -412,9 +412,43 @@ impl Principal {
         self.inner.forwarded_by.is_some()
     }
 
-    /// Whether two handles share the same parsed identity (same connection).
+    /// Whether two handles share the same parsed identity: the same connection's, or those of
+    /// connections that presented the very same chain, verified by the same trust bundle (an
+    /// acceptor parses such a chain once and shares the principal while one of them is open).
+    /// Not a comparison of identities: two different certificates of one subject give `false`.
     pub fn ptr_eq(a: &Principal, b: &Principal) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// A handle that does not keep this principal alive.
+    pub(crate) fn downgrade(&self) -> WeakPrincipal {
+        WeakPrincipal(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether this principal is the one [`from_chain_verified_by`](Self::from_chain_verified_by)
+    /// makes of `chain` and `bundle`: the same certificates byte for byte, the same bundle, and
+    /// not forwarded.
+    pub(crate) fn is_of(&self, chain: &[CertificateDer<'_>], bundle: &TrustBundle) -> bool {
+        self.inner.forwarded_by.is_none()
+            && self.inner.trust_bundle == *bundle
+            && self.inner.ends.len() == chain.len()
+            && self
+                .certificates()
+                .zip(chain)
+                .all(|(mine, theirs)| mine.as_ref() == theirs.as_ref())
+    }
+}
+
+/// A [`Principal`] that does not keep it alive.
+pub(crate) struct WeakPrincipal(Weak<Inner>);
+
+impl WeakPrincipal {
+    pub(crate) fn upgrade(&self) -> Option<Principal> {
+        self.0.upgrade().map(|inner| Principal { inner })
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 

@@ -17,6 +17,7 @@ use crate::authorize::matcher::Matcher;
 use crate::forwarded::proxies::TrustedProxies;
 use crate::identity::connection::{ConnectionInfo, Identification, peer_chain};
 use crate::identity::roles::RoleMapper;
+use crate::identity::shared_principals::SharedPrincipals;
 use crate::identity::trust_bundle::TrustBundle;
 use crate::metrics::{self, ReloadSource};
 use crate::tls::admission::{HelloReceived, Lease};
@@ -99,6 +100,8 @@ struct Shared {
     resumption: Registry,
     // Re-checked after every reload.
     open: Arc<OpenConnections>,
+    // Connections presenting the same chain share its principal.
+    principals: SharedPrincipals,
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
@@ -144,6 +147,7 @@ impl MtlsAcceptor {
                 counters: Arc::default(),
                 resumption: Registry::new(),
                 open: Arc::new(OpenConnections::new(DEFAULT_REVOKED_GRACE)),
+                principals: SharedPrincipals::new(),
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
@@ -419,6 +423,7 @@ impl MtlsAcceptor {
             Identification {
                 role_mapper: self.role_mapper.as_ref(),
                 proxies: self.proxies.as_ref(),
+                principals: &self.shared.principals,
             },
             (self.shared.trust.clone(), current.generation),
             trust_bundle,
