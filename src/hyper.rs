@@ -3,7 +3,9 @@
 //! [`serve`] takes the finished connections of an [`MtlsListener`] (which runs every TLS
 //! handshake in its own task, so a stalled client never holds up the accept loop), attaches
 //! the connection's [`ConnectionInfo`] to every request, and serves HTTP/1.1 or HTTP/2 as the
-//! client negotiated. [`serve_with_shutdown`] adds graceful shutdown; [`Server`] sets the
+//! client negotiated. A client that chose `http/1.1` in ALPN is served by hyper's HTTP/1.1
+//! connection directly and must speak HTTP/1.1 (RFC 7301; the HTTP/2 preface is refused); one
+//! that chose `h2`, or nothing, is served in whichever of the two it speaks. [`serve_with_shutdown`] adds graceful shutdown; [`Server`] sets the
 //! HTTP timeouts ([`HttpTimeouts`], all on by default).
 //!
 //! ```no_run
