@@ -4,79 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::pki::client_params;
-use common::{Setup, client, expect_rejected, json, start_whoami};
-use rustls::ClientConfig;
-use tower_mtls::MtlsAcceptor;
-use tower_mtls::tls::{HandshakeFailure, HandshakeStats, MtlsConfigBuilder};
+use common::resumed::Served;
+use common::{Setup, expect_rejected};
+use tower_mtls::tls::HandshakeFailure;
 
 const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
 const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
-
-/// One request on a new connection; whether it was resumed, or `None` if it failed.
-async fn resumed(addr: std::net::SocketAddr, config: &Arc<ClientConfig>) -> Option<bool> {
-    let reply = client::get_once(addr, config.clone(), "/").await.ok()?;
-    json(&reply)["resumed"].as_bool()
-}
-
-/// The resumption counters, once the server has counted `n` resumed checks in all (it counts
-/// a moment after the client has its answer only when the handshake failed; allow for it).
-async fn checks(acceptor: &MtlsAcceptor, n: u64) -> HandshakeStats {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = acceptor.stats();
-        if stats.resumed_validity_only + stats.resumed_reverified >= n {
-            return stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {n} resumption checks: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A whoami server on an acceptor built by `builder`, and Alice, a client of its CA.
-struct Served {
-    setup: Setup,
-    alice: common::pki::Identity,
-    acceptor: MtlsAcceptor,
-    addr: std::net::SocketAddr,
-}
-
-impl Served {
-    async fn start(builder: impl FnOnce(&Setup) -> MtlsConfigBuilder) -> Served {
-        common::init_tracing();
-        let setup = Setup::new();
-        let alice = setup.ca.client("alice", &[]);
-        let acceptor = MtlsAcceptor::new(builder(&setup).build().unwrap());
-        let addr = start_whoami(acceptor.clone()).await;
-        Served {
-            setup,
-            alice,
-            acceptor,
-            addr,
-        }
-    }
-
-    /// A new client process for Alice (its own session cache).
-    fn alice(&self, version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
-        self.setup.client_versions(Some(&self.alice), &[version])
-    }
-
-    async fn resumed(&self, config: &Arc<ClientConfig>) -> Option<bool> {
-        resumed(self.addr, config).await
-    }
-
-    /// (validity only, in full), once `n` resumed checks have been counted.
-    async fn checks(&self, n: u64) -> (u64, u64) {
-        let stats = checks(&self.acceptor, n).await;
-        (stats.resumed_validity_only, stats.resumed_reverified)
-    }
-}
 
 #[tokio::test]
 async fn tls13_resumption_under_the_same_configuration_checks_validity_only() {

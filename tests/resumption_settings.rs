@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::resumed::Served;
 use common::{Setup, client, expect_rejected, json, start_whoami};
 use rustls::ClientConfig;
 use rustls::client::{
@@ -15,7 +16,7 @@ use rustls::client::{
     Tls13ClientSessionValue,
 };
 use rustls::pki_types::ServerName;
-use tower_mtls::tls::{HandshakeFailure, MtlsConfigBuilder, Resumption};
+use tower_mtls::tls::{HandshakeFailure, Resumption};
 use tower_mtls::{ConfigError, MtlsAcceptor};
 
 const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
@@ -81,83 +82,47 @@ impl ClientSessionStore for CountingStore {
     }
 }
 
-/// A whoami server whose configuration is `builder` with `resumption`, and Alice.
-struct Served {
-    setup: Setup,
-    alice: common::pki::Identity,
-    acceptor: MtlsAcceptor,
-    addr: std::net::SocketAddr,
+/// A server whose configuration has `resumption`.
+async fn start(resumption: Resumption) -> Served {
+    Served::start(|setup| setup.builder().resumption(resumption)).await
 }
 
-impl Served {
-    async fn start(resumption: Resumption) -> Served {
-        Served::start_with(|setup| setup.builder().resumption(resumption)).await
-    }
+/// A new client process for Alice offering only `version`, with its own counting store,
+/// resuming TLS 1.2 with `tls12`.
+fn counting_with(
+    served: &Served,
+    version: &'static rustls::SupportedProtocolVersion,
+    tls12: Tls12Resumption,
+) -> (Arc<ClientConfig>, Arc<CountingStore>) {
+    let store = CountingStore::new();
+    let mut config = (*served.alice(version)).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone()).tls12_resumption(tls12);
+    (Arc::new(config), store)
+}
 
-    async fn start_with(builder: impl FnOnce(&Setup) -> MtlsConfigBuilder) -> Served {
-        common::init_tracing();
-        let setup = Setup::new();
-        let alice = setup.ca.client("alice", &[]);
-        let acceptor = MtlsAcceptor::new(builder(&setup).build().unwrap());
-        let addr = start_whoami(acceptor.clone()).await;
-        Served {
-            setup,
-            alice,
-            acceptor,
-            addr,
-        }
-    }
+/// [`counting_with`] rustls's default for TLS 1.2: session IDs or tickets.
+fn counting(
+    served: &Served,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> (Arc<ClientConfig>, Arc<CountingStore>) {
+    counting_with(served, version, Tls12Resumption::SessionIdOrTickets)
+}
 
-    /// A new client process for Alice offering only `version`, with its own counting store,
-    /// resuming TLS 1.2 with `tls12` (rustls's default: session IDs or tickets).
-    fn alice_with(
-        &self,
-        version: &'static rustls::SupportedProtocolVersion,
-        tls12: Tls12Resumption,
-    ) -> (Arc<ClientConfig>, Arc<CountingStore>) {
-        let store = CountingStore::new();
-        let mut config = (*self.setup.client_versions(Some(&self.alice), &[version])).clone();
-        config.resumption =
-            rustls::client::Resumption::store(store.clone()).tls12_resumption(tls12);
-        (Arc::new(config), store)
-    }
-
-    fn alice(
-        &self,
-        version: &'static rustls::SupportedProtocolVersion,
-    ) -> (Arc<ClientConfig>, Arc<CountingStore>) {
-        self.alice_with(version, Tls12Resumption::SessionIdOrTickets)
-    }
-
-    /// One request on a new connection: whether it was resumed, `None` if it failed.
-    async fn resumed(&self, config: &Arc<ClientConfig>) -> Option<bool> {
-        let reply = client::get_once(self.addr, config.clone(), "/")
-            .await
-            .ok()?;
-        json(&reply)["resumed"].as_bool()
-    }
-
-    /// A reload with the same PKI and `resumption`; the CRL revokes `revoked`.
-    fn reload(&self, resumption: Resumption, revoked: &[&common::pki::Identity]) {
-        let builder = self
-            .setup
-            .builder()
-            .crl_pem(self.setup.ca.crl(revoked))
-            .resumption(resumption);
-        self.acceptor.reload_from(&builder).unwrap();
-    }
-
-    fn resumed_checks(&self) -> u64 {
-        let stats = self.acceptor.stats();
-        stats.resumed_validity_only + stats.resumed_reverified
-    }
+/// A reload with the same PKI and `resumption`; the CRL revokes `revoked`.
+fn reload(served: &Served, resumption: Resumption, revoked: &[&common::pki::Identity]) {
+    let builder = served
+        .setup
+        .builder()
+        .crl_pem(served.setup.ca.crl(revoked))
+        .resumption(resumption);
+    served.acceptor.reload_from(&builder).unwrap();
 }
 
 #[tokio::test]
 async fn off_never_resumes_and_issues_no_session_state() {
-    let served = Served::start(Resumption::off()).await;
+    let served = start(Resumption::off()).await;
     for version in BOTH {
-        let (config, store) = served.alice(version);
+        let (config, store) = counting(&served, version);
         for attempt in 1..=3 {
             assert_eq!(
                 served.resumed(&config).await,
@@ -182,8 +147,8 @@ async fn off_never_resumes_and_issues_no_session_state() {
 #[tokio::test]
 async fn off_ignores_a_tls13_ticket_count() {
     assert_eq!(Resumption::off().tls13_tickets(4), Resumption::off());
-    let served = Served::start(Resumption::off().tls13_tickets(4)).await;
-    let (config, store) = served.alice(TLS13);
+    let served = start(Resumption::off().tls13_tickets(4)).await;
+    let (config, store) = counting(&served, TLS13);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(store.tls13_tickets(), 0);
@@ -196,13 +161,13 @@ async fn the_default_is_a_cache_with_two_tls13_tickets() {
         Resumption::default(),
         Resumption::cache(256).tls13_tickets(2)
     );
-    let served = Served::start_with(Setup::builder).await;
-    let (config, store) = served.alice(TLS13);
+    let served = Served::start(Setup::builder).await;
+    let (config, store) = counting(&served, TLS13);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(store.tls13_tickets(), 2);
     assert_eq!(served.resumed(&config).await, Some(true));
     // A TLS 1.2 client that resumes by session ID only: the server keeps a cache.
-    let (config, store) = served.alice_with(TLS12, Tls12Resumption::SessionIdOnly);
+    let (config, store) = counting_with(&served, TLS12, Tls12Resumption::SessionIdOnly);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(store.tls12_sessions(), 1);
     assert_eq!(served.resumed(&config).await, Some(true));
@@ -210,16 +175,16 @@ async fn the_default_is_a_cache_with_two_tls13_tickets() {
 
 #[tokio::test]
 async fn a_cache_resumes_tls13_and_tls12_sessions() {
-    let served = Served::start(Resumption::cache(16)).await;
+    let served = start(Resumption::cache(16)).await;
     for version in BOTH {
-        let (config, _) = served.alice(version);
+        let (config, _) = counting(&served, version);
         assert_eq!(served.resumed(&config).await, Some(false), "{version:?}");
         for n in 1..=2 {
             assert_eq!(served.resumed(&config).await, Some(true), "{version:?} {n}");
         }
     }
     // Session IDs, which need the server's cache.
-    let (config, _) = served.alice_with(TLS12, Tls12Resumption::SessionIdOnly);
+    let (config, _) = counting_with(&served, TLS12, Tls12Resumption::SessionIdOnly);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(served.resumed(&config).await, Some(true));
     assert_eq!(served.resumed_checks(), 5);
@@ -228,9 +193,9 @@ async fn a_cache_resumes_tls13_and_tls12_sessions() {
 #[tokio::test]
 async fn a_cache_of_one_session_keeps_only_the_newest() {
     // Each TLS 1.3 ticket is one cache entry: with room for one, only the newest resumes.
-    let served = Served::start(Resumption::cache(1).tls13_tickets(1)).await;
-    let (first, _) = served.alice(TLS13);
-    let (second, _) = served.alice(TLS13);
+    let served = start(Resumption::cache(1).tls13_tickets(1)).await;
+    let (first, _) = counting(&served, TLS13);
+    let (second, _) = counting(&served, TLS13);
     assert_eq!(served.resumed(&first).await, Some(false));
     assert_eq!(served.resumed(&second).await, Some(false));
     assert_eq!(served.resumed(&first).await, Some(false), "evicted");
@@ -247,15 +212,15 @@ async fn a_cache_of_one_session_keeps_only_the_newest() {
 /// tickets or sessions gets her in again.
 async fn revoked_never_resumes(resumption: Resumption) {
     for version in BOTH {
-        let served = Served::start(resumption.clone()).await;
-        let (config, _) = served.alice(version);
+        let served = start(resumption.clone()).await;
+        let (config, _) = counting(&served, version);
         assert_eq!(served.resumed(&config).await, Some(false), "{version:?}");
         assert_eq!(
             served.resumed(&config).await,
             Some(true),
             "{version:?} control"
         );
-        served.reload(resumption.clone(), &[&served.alice]);
+        reload(&served, resumption.clone(), &[&served.alice]);
         for attempt in 1..=4 {
             assert_eq!(
                 served.resumed(&config).await,
@@ -279,9 +244,9 @@ async fn tickets_refuse_a_chain_revoked_by_a_reload() {
 
 #[tokio::test]
 async fn tickets_resume_tls13_and_tls12_sessions_without_a_cache() {
-    let served = Served::start(Resumption::tickets(Duration::from_secs(600))).await;
+    let served = start(Resumption::tickets(Duration::from_secs(600))).await;
     for version in BOTH {
-        let (config, store) = served.alice(version);
+        let (config, store) = counting(&served, version);
         assert_eq!(served.resumed(&config).await, Some(false), "{version:?}");
         for n in 1..=2 {
             assert_eq!(served.resumed(&config).await, Some(true), "{version:?} {n}");
@@ -291,7 +256,7 @@ async fn tickets_resume_tls13_and_tls12_sessions_without_a_cache() {
         }
     }
     // Stateless: no server cache, so a client resuming by session ID only never resumes.
-    let (config, store) = served.alice_with(TLS12, Tls12Resumption::SessionIdOnly);
+    let (config, store) = counting_with(&served, TLS12, Tls12Resumption::SessionIdOnly);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(
@@ -304,13 +269,13 @@ async fn tickets_resume_tls13_and_tls12_sessions_without_a_cache() {
 #[tokio::test]
 async fn tickets_stay_valid_across_a_reload() {
     let resumption = Resumption::tickets(Duration::from_secs(600));
-    let served = Served::start(resumption.clone()).await;
+    let served = start(resumption.clone()).await;
     let bob = served.setup.ca.client("bob", &[]);
     for version in BOTH {
-        let (config, _) = served.alice(version);
+        let (config, _) = counting(&served, version);
         assert_eq!(served.resumed(&config).await, Some(false), "{version:?}");
         // Bob's revocation does not concern Alice; the ticket keys carry over.
-        served.reload(resumption.clone(), &[&bob]);
+        reload(&served, resumption.clone(), &[&bob]);
         assert_eq!(served.resumed(&config).await, Some(true), "{version:?}");
     }
     assert_eq!(served.acceptor.generation(), 2);
@@ -318,12 +283,12 @@ async fn tickets_stay_valid_across_a_reload() {
 
 #[tokio::test]
 async fn no_tls13_tickets_with_a_cache_still_resumes_tls12() {
-    let served = Served::start(Resumption::cache(16).tls13_tickets(0)).await;
-    let (config, store) = served.alice(TLS13);
+    let served = start(Resumption::cache(16).tls13_tickets(0)).await;
+    let (config, store) = counting(&served, TLS13);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(store.tls13_tickets(), 0);
-    let (config, store) = served.alice(TLS12);
+    let (config, store) = counting(&served, TLS12);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(served.resumed(&config).await, Some(true));
     // The client stores the session after the full handshake and again after the resumed one.
@@ -337,8 +302,8 @@ async fn a_full_handshake_issues_the_tls13_tickets_asked_for() {
         Resumption::tickets(Duration::from_secs(600)),
     ] {
         for n in [1, 3] {
-            let served = Served::start(base.clone().tls13_tickets(n)).await;
-            let (config, store) = served.alice(TLS13);
+            let served = start(base.clone().tls13_tickets(n)).await;
+            let (config, store) = counting(&served, TLS13);
             assert_eq!(served.resumed(&config).await, Some(false));
             assert_eq!(store.tls13_tickets(), n, "{base:?}");
             // Up to `n` connections can resume on those tickets (each also brings new ones).
@@ -349,62 +314,62 @@ async fn a_full_handshake_issues_the_tls13_tickets_asked_for() {
 
 #[tokio::test]
 async fn a_reload_with_the_same_mode_keeps_the_cache_and_takes_the_new_ticket_count() {
-    let served = Served::start(Resumption::cache(16)).await;
-    let (config, _) = served.alice(TLS13);
+    let served = start(Resumption::cache(16)).await;
+    let (config, _) = counting(&served, TLS13);
     assert_eq!(served.resumed(&config).await, Some(false));
-    served.reload(Resumption::cache(16).tls13_tickets(1), &[]);
+    reload(&served, Resumption::cache(16).tls13_tickets(1), &[]);
     assert_eq!(
         served.resumed(&config).await,
         Some(true),
         "the cache carried over"
     );
-    let (config, store) = served.alice(TLS13);
+    let (config, store) = counting(&served, TLS13);
     assert_eq!(served.resumed(&config).await, Some(false));
     assert_eq!(store.tls13_tickets(), 1, "the reloaded ticket count");
 }
 
 #[tokio::test]
 async fn a_reload_that_changes_the_mode_starts_afresh() {
-    let served = Served::start(Resumption::cache(16)).await;
-    let (tls13, _) = served.alice(TLS13);
-    let (tls12, _) = served.alice(TLS12);
+    let served = start(Resumption::cache(16)).await;
+    let (tls13, _) = counting(&served, TLS13);
+    let (tls12, _) = counting(&served, TLS12);
     for config in [&tls13, &tls12] {
         assert_eq!(served.resumed(config).await, Some(false));
     }
 
     // Cache → tickets: the cached sessions are gone, stateless tickets from now on.
-    served.reload(Resumption::tickets(Duration::from_secs(600)), &[]);
+    reload(&served, Resumption::tickets(Duration::from_secs(600)), &[]);
     for config in [&tls13, &tls12] {
         assert_eq!(served.resumed(config).await, Some(false), "old session");
         assert_eq!(served.resumed(config).await, Some(true), "new ticket");
     }
-    let (ids_only, _) = served.alice_with(TLS12, Tls12Resumption::SessionIdOnly);
+    let (ids_only, _) = counting_with(&served, TLS12, Tls12Resumption::SessionIdOnly);
     assert_eq!(served.resumed(&ids_only).await, Some(false));
     assert_eq!(served.resumed(&ids_only).await, Some(false), "no cache");
 
     // Another rotation period: fresh keys, the old tickets no longer decrypt.
-    served.reload(Resumption::tickets(Duration::from_secs(1200)), &[]);
+    reload(&served, Resumption::tickets(Duration::from_secs(1200)), &[]);
     for config in [&tls13, &tls12] {
         assert_eq!(served.resumed(config).await, Some(false), "old keys");
         assert_eq!(served.resumed(config).await, Some(true), "new keys");
     }
 
     // Tickets → off: nothing resumes, nothing is issued.
-    served.reload(Resumption::off(), &[]);
-    let (fresh, store) = served.alice(TLS13);
+    reload(&served, Resumption::off(), &[]);
+    let (fresh, store) = counting(&served, TLS13);
     for config in [&tls13, &tls12, &fresh, &fresh] {
         assert_eq!(served.resumed(config).await, Some(false));
     }
     assert_eq!(store.tls13_tickets(), 0);
 
     // Off → cache: resumption is back.
-    served.reload(Resumption::cache(16), &[]);
+    reload(&served, Resumption::cache(16), &[]);
     assert_eq!(served.resumed(&tls13).await, Some(false));
     assert_eq!(served.resumed(&tls13).await, Some(true));
     // A rustls TLS 1.2 client still holding a ticket gets no session ID from a rustls server
     // (it offered a ticket), so only a client without one resumes from the cache.
     assert_eq!(served.resumed(&tls12).await, Some(false));
-    let (tls12, _) = served.alice(TLS12);
+    let (tls12, _) = counting(&served, TLS12);
     assert_eq!(served.resumed(&tls12).await, Some(false));
     assert_eq!(served.resumed(&tls12).await, Some(true));
 }

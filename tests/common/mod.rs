@@ -9,6 +9,7 @@ pub mod forwarded_values;
 pub mod permission_store;
 #[path = "../../examples/support/pki.rs"]
 pub mod pki;
+pub mod resumed;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
