@@ -44,8 +44,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::CertificateDer;
-use x509_parser::certificate::X509CertificateParser;
-use x509_parser::nom::Parser;
+use x509_parser::asn1_rs::{Any, Class, FromDer, Tag as Asn1Tag};
+use x509_parser::certificate::Validity;
 use x509_parser::time::ASN1Time;
 
 /// Distrusted issuers remembered individually; beyond that the epoch moves on instead, which
@@ -245,16 +245,91 @@ pub(crate) fn chain_valid_at(chain: &[CertificateDer<'_>], now: SystemTime) -> b
     else {
         return false;
     };
-    let mut parser = X509CertificateParser::new().with_deep_parse_extensions(false);
-    chain.iter().all(|cert| match parser.parse(cert.as_ref()) {
-        Ok((_, cert)) => cert.validity().is_valid_at(now),
-        Err(_) => false,
-    })
+    chain
+        .iter()
+        .all(|cert| validity_of(cert.as_ref()).is_some_and(|v| v.is_valid_at(now)))
+}
+
+/// A certificate's validity window, read without parsing its names and extensions: the chain
+/// of a session that vouches for itself was verified in full when the session was made, and
+/// only its dates can have changed since. Walks the TBS with asn1-rs up to `validity`
+/// (RFC 5280: `[0] version` if present, serial, signature algorithm, issuer, validity). A
+/// certificate that does not read that way gives `None`, and the caller verifies the chain in
+/// full instead.
+fn validity_of(der: &[u8]) -> Option<Validity> {
+    let sequence = |input| match Any::from_der(input) {
+        Ok((rest, any)) if any.tag() == Asn1Tag::Sequence => Some((rest, any.data)),
+        _ => None,
+    };
+    let skip = |input| Any::from_der(input).ok().map(|(rest, _)| rest);
+    let (_, certificate) = sequence(der)?;
+    let (_, tbs) = sequence(certificate)?;
+    let (after_first, first) = Any::from_der(tbs).ok()?;
+    let version_given = first.class() == Class::ContextSpecific && first.tag() == Asn1Tag(0);
+    let after_serial = if version_given {
+        skip(after_first)?
+    } else {
+        after_first
+    };
+    let after_issuer = skip(skip(after_serial)?)?;
+    let (_, validity) = Validity::from_der(after_issuer).ok()?;
+    Some(validity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{CertSpec, principal};
+    use x509_parser::prelude::X509Certificate;
+
+    #[test]
+    fn validity_is_read_as_x509_parser_reads_it() {
+        let not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+        // The default window (1975 to 4096) and a two-day one ending in 30 days.
+        for spec in [
+            CertSpec::default(),
+            CertSpec {
+                not_after: Some(not_after),
+                ous: vec!["a", "b"],
+                dns: vec!["x.example"],
+                ..CertSpec::default()
+            },
+        ] {
+            let p = principal(spec);
+            let der = p.leaf_der();
+            let (_, full) = X509Certificate::from_der(der.as_ref()).unwrap();
+            let quick = validity_of(der.as_ref()).unwrap();
+            assert_eq!(quick.not_before, full.validity().not_before);
+            assert_eq!(quick.not_after, full.validity().not_after);
+            let at = |secs: i64| UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+            let (from, until) = (
+                full.validity().not_before.timestamp(),
+                full.validity().not_after.timestamp(),
+            );
+            assert!(chain_valid_at(
+                &[der.clone()],
+                at(from + (until - from) / 2)
+            ));
+            assert!(!chain_valid_at(&[der.clone()], at(from - 1)));
+            assert!(!chain_valid_at(&[der], at(until + 1)));
+        }
+    }
+
+    #[test]
+    fn unreadable_certificates_are_not_valid() {
+        assert!(validity_of(b"").is_none());
+        assert!(validity_of(&[0x30, 0x00]).is_none());
+        assert!(validity_of(&[0x04, 0x02, 0x30, 0x00]).is_none());
+        let p = principal(CertSpec::default());
+        let der = p.leaf_der();
+        for cut in [1, 4, 40, der.len() / 2] {
+            let truncated = CertificateDer::from(&der.as_ref()[..der.len() - cut]);
+            assert!(
+                !chain_valid_at(&[truncated], SystemTime::now()),
+                "cut {cut}"
+            );
+        }
+    }
 
     #[test]
     fn tags_round_trip_and_garbage_is_refused() {
