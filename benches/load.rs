@@ -26,12 +26,13 @@
 //! rustls `ServerConfig` for A), then with the defaults (a session cache, two TLS 1.3 tickets
 //! after every full handshake), full and resumed.
 //!
-//! `callgrind` counts the instructions the server process executes, deterministically: each
-//! stack runs alone in a child process under `valgrind --tool=callgrind`, driven from here
-//! (natively) over loopback, once with a few operations and once with more; the difference
-//! divided by the extra operations is the cost of one, without start-up. Operations: a full
-//! handshake with resumption off, a full handshake with the defaults, a resumed handshake
-//! (each with one HTTP/1.1 request), and a keep-alive request over HTTP/1.1 and HTTP/2.
+//! `callgrind` counts the instructions the server process executes, whatever else the machine
+//! does: each stack runs alone in a child process under `valgrind --tool=callgrind`, driven
+//! from here (natively) over loopback, once with a few operations and once with more; the
+//! difference divided by the extra operations is the cost of one, without start-up (the median
+//! of three such measurements). Operations: a full handshake with resumption off, a full
+//! handshake with the defaults, a resumed handshake (each with one HTTP/1.1 request), and a
+//! keep-alive request over HTTP/1.1 and HTTP/2.
 //!
 //! `forwarded` compares two tower-mtls servers instead: **A** serves direct clients, **B** has
 //! trusted proxies and is called by a proxy connection that forwards the client's chain in
@@ -1049,11 +1050,19 @@ fn callgrind(pki: &Pki) {
         Op::KeepAlive(Proto::H2),
     ];
     for op in ops {
+        // The median of three measurements: keep-alive rows move by a few percent from run to
+        // run (timer and date-cache work depends on elapsed time), handshakes by a fraction.
         let [a, b] = [Stack::Bare, Stack::Mtls].map(|stack| {
             let (short, long) = op.counts();
-            let few = rt.block_on(instructions(pki, &dir, stack, op, short));
-            let more = rt.block_on(instructions(pki, &dir, stack, op, long));
-            more.saturating_sub(few) as f64 / (long - short) as f64
+            median(
+                (0..3)
+                    .map(|_| {
+                        let few = rt.block_on(instructions(pki, &dir, stack, op, short));
+                        let more = rt.block_on(instructions(pki, &dir, stack, op, long));
+                        more.saturating_sub(few) as f64 / (long - short) as f64
+                    })
+                    .collect(),
+            )
         });
         println!("{:<36} {:>14.0} {:>14.0} {:>8.3}", op.name(), a, b, b / a);
     }
