@@ -306,12 +306,10 @@ mod tests {
                 full.validity().not_before.timestamp(),
                 full.validity().not_after.timestamp(),
             );
-            assert!(chain_valid_at(
-                &[der.clone()],
-                at(from + (until - from) / 2)
-            ));
-            assert!(!chain_valid_at(&[der.clone()], at(from - 1)));
-            assert!(!chain_valid_at(&[der], at(until + 1)));
+            let chain = std::slice::from_ref(&der);
+            assert!(chain_valid_at(chain, at(from + (until - from) / 2)));
+            assert!(!chain_valid_at(chain, at(from - 1)));
+            assert!(!chain_valid_at(chain, at(until + 1)));
         }
     }
 
