@@ -389,7 +389,7 @@ impl Server {
             per_connection,
         };
         match listener.take_accept_loop() {
-            // The usual case: each connection is served by the task that ran its handshake.
+            // The usual case: each connection is served straight from its handshake's task.
             Some(accept_loop) => {
                 let phase = &phase;
                 let handoff = move || ServeConnection {
@@ -453,7 +453,10 @@ where
     B: HttpBody,
 {
     fn deliver(self, accepted: Accepted) -> impl Future<Output = ()> + Send {
-        self.serving.serve(self.phase, accepted)
+        // In a task of its own: the handshake's task ends here, and an idle connection holds
+        // one task sized for serving, not also the frame of the task that ran its handshake.
+        tokio::spawn(self.serving.serve(self.phase, accepted));
+        std::future::ready(())
     }
 }
 

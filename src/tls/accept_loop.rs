@@ -6,8 +6,9 @@
 //! is reached) or is closed. What happens to a finished connection is up to a [`Handoff`],
 //! made in the loop for each TCP connection and moved into its handshake task: a channel
 //! sender for [`MtlsListener::accept`](crate::MtlsListener::accept), or, for
-//! [`hyper::serve`](crate::hyper), what serving the connection needs, so that the connection
-//! is served by the task that ran its handshake.
+//! [`hyper::serve`](crate::hyper), what serving the connection needs: it is served at once,
+//! straight from its handshake task, in a task of its own (no channel, no accept loop in
+//! between; the handshake's task then ends, so an idle connection holds one task, not two).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,15 +85,14 @@ impl AcceptLoop {
             let handoff = handoff_for();
             tokio::spawn(async move {
                 let local = fixed_local.or_else(|| tcp.local_addr().ok());
-                // Both halves boxed: the task's own future stays a few words, the handshake's
-                // state is freed once it is over instead of staying in the task as long as the
-                // connection, and neither is copied about when the task is spawned or polled.
+                // The handshake boxed: the task's own future stays a few words and is not
+                // copied about when the task is spawned or polled.
                 let handshake = Box::pin(acceptor.accept_leased(tcp, peer, local, Some(lease)));
                 let accepted = match handshake.await {
                     Ok(accepted) => accepted,
                     Err(_) => return,
                 };
-                Box::pin(handoff.deliver(accepted)).await;
+                handoff.deliver(accepted).await;
             });
         }
     }

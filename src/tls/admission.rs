@@ -162,7 +162,7 @@ impl Admission {
             id,
             client,
             stage: Stage::Handshake,
-            shed: shed_rx,
+            shed: Some(shed_rx),
         })
     }
 }
@@ -225,7 +225,10 @@ pub(crate) struct Lease {
     id: u64,
     client: Client,
     stage: Stage,
-    shed: oneshot::Receiver<ShedCause>,
+    // Dropped once the handshake is over: polling it registered the handshake task's waker in
+    // the channel, and tokio keeps that waker (and with it the finished task's memory) for as
+    // long as the channel lives.
+    shed: Option<oneshot::Receiver<ShedCause>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,9 +272,12 @@ impl Lease {
 
     /// Completes when the admission sheds this handshake, with the cause; never otherwise.
     pub(crate) async fn shed(&mut self) -> ShedCause {
-        match (&mut self.shed).await {
-            Ok(cause) => cause,
-            Err(_) => std::future::pending().await,
+        match self.shed.as_mut() {
+            Some(shed) => match shed.await {
+                Ok(cause) => cause,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
         }
     }
 
@@ -281,14 +287,14 @@ impl Lease {
         if self.stage != Stage::Handshake {
             return Err(ShedCause::HandshakesInFlight);
         }
+        let shed = self.shed.take();
         let inner = &self.inner;
         let limits = &inner.limits;
         let mut state = inner.lock();
         if !state.end_handshake(self.id, &inner.counters) {
             self.stage = Stage::Closed;
-            return Err(self
-                .shed
-                .try_recv()
+            return Err(shed
+                .and_then(|mut shed| shed.try_recv().ok())
                 .unwrap_or(ShedCause::HandshakesInFlight));
         }
         let (open, own_open, anon, own_anon) = {
@@ -384,7 +390,7 @@ mod tests {
     }
 
     fn shed_cause(lease: &mut Lease) -> Option<ShedCause> {
-        lease.shed.try_recv().ok()
+        lease.shed.as_mut().and_then(|shed| shed.try_recv().ok())
     }
 
     fn clients(admission: &Admission) -> usize {
