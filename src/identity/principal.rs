@@ -21,8 +21,11 @@ use crate::identity::trust_bundle::TrustBundle;
 /// The verified identity of a TLS client.
 ///
 /// Built by [`MtlsAcceptor`](crate::MtlsAcceptor) from the certificate chain that rustls has
-/// verified, once per connection, and shared by every request on that connection. Cloning is an
-/// `Arc` clone.
+/// verified, once per connection, and shared by every request on that connection (and by the
+/// acceptor's other open connections that presented the very same chain, verified by the same
+/// bundle: such a chain is parsed once). Cloning is an `Arc` clone. What a connection's
+/// verification state is (a reload, a revocation) lives in its
+/// [`ConnectionInfo`](crate::ConnectionInfo), never here.
 ///
 /// ```
 /// # fn show(principal: &tower_mtls::Principal) {
