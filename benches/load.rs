@@ -209,7 +209,8 @@ fn main() {
     let pki = Pki::p256();
     if options.handshake {
         // One pair of servers at a time: the server CPU is read off the one server thread.
-        let off = Servers::start(resumption_config(&pki, false));
+        let off = pki.builder().resumption(Resumption::off()).build();
+        let off = Servers::start(off.expect("server config"));
         let rt = current_thread_runtime();
         rt.block_on(handshakes(&off, &pki, "resumption off", false, &options));
         drop(rt);
@@ -961,19 +962,6 @@ fn memory_server(args: &[String]) {
             () = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
     });
-}
-
-/// The bench PKI's server configuration with session resumption on (the defaults) or off.
-fn resumption_config(pki: &Pki, on: bool) -> MtlsConfig {
-    let resumption = if on {
-        Resumption::default()
-    } else {
-        Resumption::off()
-    };
-    pki.builder()
-        .resumption(resumption)
-        .build()
-        .expect("server config")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 //! the connection's [`ConnectionInfo`] to every request, and serves HTTP/1.1 or HTTP/2 as the
 //! client negotiated. A client that chose `http/1.1` in ALPN is served by hyper's HTTP/1.1
 //! connection directly and must speak HTTP/1.1 (RFC 7301; the HTTP/2 preface is refused); one
-//! that chose `h2`, or nothing, is served in whichever of the two it speaks. [`serve_with_shutdown`] adds graceful shutdown; [`Server`] sets the
-//! HTTP timeouts ([`HttpTimeouts`], all on by default).
+//! that chose `h2`, or nothing, is served in whichever of the two it speaks.
+//! [`serve_with_shutdown`] adds graceful shutdown; [`Server`] sets the HTTP timeouts
+//! ([`HttpTimeouts`], all on by default).
 //!
 //! ```no_run
 //! # async fn run(config: tower_mtls::MtlsConfig) -> std::io::Result<()> {

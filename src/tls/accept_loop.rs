@@ -88,9 +88,8 @@ impl AcceptLoop {
                 // The handshake boxed: the task's own future stays a few words and is not
                 // copied about when the task is spawned or polled.
                 let handshake = Box::pin(acceptor.accept_leased(tcp, peer, local, Some(lease)));
-                let accepted = match handshake.await {
-                    Ok(accepted) => accepted,
-                    Err(_) => return,
+                let Ok(accepted) = handshake.await else {
+                    return;
                 };
                 handoff.deliver(accepted).await;
             });
